@@ -176,7 +176,7 @@ async def call(path: str, cmd: str, args: dict[str, Any] | None = None, timeout:
 
     try:
         return await asyncio.wait_for(_once(), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         raise ControlError(f"{path}: {cmd!r} failed: {exc or type(exc).__name__}") from exc
 
 
