@@ -1,1 +1,8 @@
-"""hastack."""
+"""kopf decorators only: each handler is a few lines that call into reconcile/.
+
+Importing this package registers every handler with kopf's default registry.
+"""
+
+from hastack_operator.handlers import accept, startup
+
+__all__ = ["accept", "startup"]

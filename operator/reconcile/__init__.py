@@ -1,1 +1,1 @@
-"""hastack."""
+"""Desired state vs actual state; all I/O through the injected client."""

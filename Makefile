@@ -1,0 +1,64 @@
+# hastack — one entry point per job. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+export HASTACK_CACHE ?= $(HOME)/.cache/hastack
+
+.PHONY: help setup venv binaries crds lint test test-unit test-integration test-system test-e2e bench demo clean
+
+help:
+	@echo "make setup      install Debian packages, build/cache the Kubernetes binaries, create .venv"
+	@echo "make test       lint + every test tier (unit, integration, system, e2e)"
+	@echo "make demo       the operator on a real multi-node lab on this machine"
+	@echo "make bench      benchmarks, each beside its anchor, printed as ratios"
+	@echo "make crds       regenerate crds/ and the chart's CRDs from sidecars/common/crds/"
+	@echo "make lint       ruff, mypy, import-linter, helm lint"
+
+setup: venv
+	bash .ci/install-deps
+	tests/harness/build-binaries all
+
+$(PY): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(PY)
+
+venv: $(PY)
+
+binaries:
+	tests/harness/build-binaries all
+
+crds: venv
+	$(PY) -m hastack_common.crds.render
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy operator sidecars tests/harness
+	$(VENV)/bin/lint-imports
+	$$(ls -d $(HASTACK_CACHE)/bin/helm-*/helm | tail -n 1) lint charts/hastack --strict
+
+test: lint
+	$(PYTEST) tests
+
+test-unit: venv
+	$(PYTEST) tests/unit
+
+test-integration: venv
+	$(PYTEST) tests/integration
+
+test-system: venv
+	$(PYTEST) tests/system
+
+test-e2e: venv
+	$(PYTEST) tests/e2e
+
+bench: venv
+	$(PY) -m bench
+
+demo: venv
+	$(PY) -m harness.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

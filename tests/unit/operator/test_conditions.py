@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from hastack_operator.reconcile.accept import accepted_status, status_changed
+from hastack_operator.resources.conditions import Conditions
+from hastack_operator.resources.validation import spec_problems
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=5)
+
+
+def test_transition_time_moves_only_on_status_change() -> None:
+    first = Conditions(1, now=T0).success("Ready", "Up").to_list()
+    same = Conditions(2, first, now=T1).success("Ready", "StillUp", "x").to_list()
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert same[0]["observedGeneration"] == 2 and same[0]["reason"] == "StillUp"
+    flipped = Conditions(2, first, now=T1).error("Ready", "Down").to_list()
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:05:00Z"
+
+
+def test_unobserved_conditions_are_kept() -> None:
+    first = Conditions(1, now=T0).success("Ready", "Up").success("Accepted", "Ok").to_list()
+    again = Conditions(1, first, now=T1).error("Ready", "Down").to_list()
+    assert [c["type"] for c in again] == ["Ready", "Accepted"]
+
+
+def test_accepted_status_is_stable() -> None:
+    status = accepted_status(3, {}, [])
+    assert status["observedGeneration"] == 3
+    assert status["conditions"][0]["status"] == "True"
+    assert not status_changed(status, accepted_status(3, status, []))
+    assert status_changed(status, accepted_status(4, status, []))
+
+
+def test_refused_spec_is_reported() -> None:
+    problems = spec_problems("haclusters", {"replicas": 2, "failover": {"preferredMember": 2}}, "x")
+    assert problems and "preferredMember 2" in problems[0]
+    status = accepted_status(1, {}, problems)
+    assert status["conditions"][0]["status"] == "False"
+    assert spec_problems("servicemonitors", {"alert": {"dependsOn": ["me"]}}, "me")
+    assert spec_problems("servicemonitors", {"alert": {"dependsOn": ["other"]}}, "me") == []
