@@ -19,7 +19,7 @@ class DurationError(ValueError):
 def parse_duration(text: str) -> float:
     """Seconds in a Go-style duration string; raises :class:`DurationError`."""
     if not isinstance(text, str):
-        raise DurationError(f"duration must be a string such as \"500ms\" or \"1m30s\", got {text!r}")
+        raise DurationError(f'duration must be a string such as "500ms" or "1m30s", got {text!r}')
     s = text.strip()
     sign = 1.0
     if s[:1] in "+-" and s:
@@ -28,14 +28,14 @@ def parse_duration(text: str) -> float:
     if s == "0":
         return 0.0
     if not s:
-        raise DurationError(f"empty duration {text!r}; write e.g. \"500ms\", \"3s\" or \"1m30s\"")
+        raise DurationError(f'empty duration {text!r}; write e.g. "500ms", "3s" or "1m30s"')
     total, pos = 0.0, 0
     while pos < len(s):
         m = _PART.match(s, pos)
         if m is None:
             raise DurationError(
                 f"invalid duration {text!r}: expected <number><unit> parts with units ns, us, ms, s, m, h "
-                "(e.g. \"500ms\", \"1m30s\")"
+                '(e.g. "500ms", "1m30s")'
             )
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()

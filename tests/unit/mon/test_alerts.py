@@ -38,18 +38,30 @@ TABLE = [
     ("after=3 needs three in a row", "FFSFFFS", Rule(after=3), [(5, "alert"), (6, "resolve")]),
     ("never reaching after: silence", "FFSFFSFF", Rule(after=3), []),
     ("one alert per outage without every", "FFFFFFF", Rule(after=2), [(1, "alert")]),
-    ("upalert on recovery", "FFS", Rule(after=2, up_alert=True),
-     [(1, "alert"), (2, "resolve"), (2, "upalert")]),
+    (
+        "upalert on recovery",
+        "FFS",
+        Rule(after=2, up_alert=True),
+        [(1, "alert"), (2, "resolve"), (2, "upalert")],
+    ),
     ("no upalert without a fired alert", "FSFS", Rule(after=2, up_alert=True), []),
     ("no upalert at start-up", "SSS", Rule(up_alert=True), []),
-    ("every repeats", "FFFFFFS", Rule(after=1, every=2.0),
-     [(0, "alert"), (2, "realert"), (4, "realert"), (6, "resolve")]),
+    (
+        "every repeats",
+        "FFFFFFS",
+        Rule(after=1, every=2.0),
+        [(0, "alert"), (2, "realert"), (4, "realert"), (6, "resolve")],
+    ),
     ("every counted from the last alert", "FFFFFF", Rule(after=2, every=3.0), [(1, "alert"), (4, "realert")]),
     ("two outages, two alerts", "FFSFF", Rule(after=2), [(1, "alert"), (2, "resolve"), (4, "alert")]),
     ("window: 3 of the last 5s", "FSFSF", Rule(after=3, within=5.0), [(4, "alert")]),
     ("window: too spread out", "FSSSSSFSSSSSF", Rule(after=3, within=5.0), []),
-    ("window keeps firing while it holds", "FSFSFSSSSSS", Rule(after=3, within=6.0),
-     [(4, "alert"), (6, "resolve")]),
+    (
+        "window keeps firing while it holds",
+        "FSFSFSSSSSS",
+        Rule(after=3, within=6.0),
+        [(4, "alert"), (6, "resolve")],
+    ),
 ]
 
 

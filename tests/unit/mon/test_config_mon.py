@@ -12,8 +12,12 @@ from hastack_common.config_mon import MonConfig, ServiceMonitorSpec
 GOOD: dict[str, Any] = {
     "target": {"service": "web", "port": 8080},
     "probes": [
-        {"name": "http", "interval": "2s", "timeout": "500ms",
-         "http": {"path": "/healthz", "expectedStatus": [200]}},
+        {
+            "name": "http",
+            "interval": "2s",
+            "timeout": "500ms",
+            "http": {"path": "/healthz", "expectedStatus": [200]},
+        },
         {"name": "dns", "dns": {"name": "web.example", "type": "A", "expect": ["10.0.0.1"]}},
         {"name": "run", "exec": {"command": ["true"]}},
     ],

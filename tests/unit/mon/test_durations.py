@@ -9,8 +9,19 @@ from hastack_common.durations import DurationError, format_duration, parse_durat
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("3s", 3), ("1m30s", 90), ("1.5h", 5400), ("0", 0), ("2h45m", 9900),
-     ("250us", 0.00025), ("10ns", 1e-8), (".5s", 0.5), ("-1s", -1), ("1h0m0.5s", 3600.5)],
+    [
+        ("500ms", 0.5),
+        ("3s", 3),
+        ("1m30s", 90),
+        ("1.5h", 5400),
+        ("0", 0),
+        ("2h45m", 9900),
+        ("250us", 0.00025),
+        ("10ns", 1e-8),
+        (".5s", 0.5),
+        ("-1s", -1),
+        ("1h0m0.5s", 3600.5),
+    ],
 )
 def test_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -22,8 +33,10 @@ def test_refused_with_an_example(text: str) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (0.5, "500ms"), (90, "1m30s"), (3600, "1h"),
-                                               (1.25, "1.25s"), (3661.5, "1h1m1.5s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (0.5, "500ms"), (90, "1m30s"), (3600, "1h"), (1.25, "1.25s"), (3661.5, "1h1m1.5s")],
+)
 def test_format(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 

@@ -1,0 +1,150 @@
+"""`hastack mon --config FILE`: run the probes of one or more ServiceMonitors.
+
+Serves /metrics over HTTP and a control socket (``status``, ``history``, ``reload``, ``events``),
+and reloads the configuration file when it changes (the operator updates a mounted ConfigMap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from hastack_common import logs
+from hastack_common.ctlsock import CommandError, ControlServer, EventBus
+from hastack_common.logs import kv
+from hastack_mon import config as config_file
+from hastack_mon.k8s import KubeEventSink
+from hastack_mon.metrics import Metrics
+from hastack_mon.monitor import Runtime
+
+log = logging.getLogger("hastack_mon")
+RELOAD_POLL = 1.0
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Mon:
+    def __init__(self, path: str, socket: str | None, metrics_address: str | None) -> None:
+        self.path, self.socket_override, self.metrics_override = path, socket, metrics_address
+        self.metrics = Metrics()
+        self.bus = EventBus()
+        self.runtime = Runtime(self.metrics, self.bus, KubeEventSink())
+        self.digest = ""
+        self.control: ControlServer | None = None
+        self.web: web.AppRunner | None = None
+        self.metrics_url = ""
+
+    async def load(self, first: bool) -> str:
+        """Read and apply the file; on a bad file keep the running configuration."""
+        try:
+            cfg, digest = await asyncio.to_thread(config_file.read, self.path)
+        except config_file.ConfigError as exc:
+            self.metrics.config_reloads.labels("error").inc()
+            if first:
+                raise
+            log.error("configuration refused, keeping the running one", extra=kv(error=str(exc)))
+            self.bus.publish("config", result="error", error=str(exc))
+            raise CommandError(str(exc)) from exc
+        if digest == self.digest:
+            return "unchanged"
+        if self.socket_override:
+            cfg = cfg.model_copy(update={"control_socket": self.socket_override})
+        if self.metrics_override:
+            cfg = cfg.model_copy(update={"metrics_address": self.metrics_override})
+        await self.runtime.apply(cfg)
+        self.digest = digest
+        self.metrics.config_reloads.labels("applied").inc()
+        self.bus.publish("config", result="applied", digest=digest[:12])
+        return "applied"
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_POLL)
+            with contextlib.suppress(CommandError):
+                await self.load(first=False)
+
+    async def serve_metrics(self, address: str) -> None:
+        async def handler(_: web.Request) -> web.Response:
+            body = await asyncio.to_thread(self.metrics.render)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+        app = web.Application()
+        app.router.add_get("/metrics", handler)
+        app.router.add_get("/healthz", lambda _: _ok())
+        host, _, port = address.rpartition(":")
+        self.web = web.AppRunner(app, access_log=None)
+        await self.web.setup()
+        site = web.TCPSite(self.web, host.strip("[]") or "0.0.0.0", int(port))
+        await site.start()
+        bound = self.web.addresses[0]
+        self.metrics_url = f"http://{bound[0]}:{bound[1]}/metrics"
+        log.info("metrics served", extra=kv(url=self.metrics_url))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.load(first=True)
+        cfg = self.runtime.config
+        await self.serve_metrics(cfg.metrics_address)
+
+        async def status(args: dict[str, object]) -> object:
+            ns, name = args.get("namespace"), args.get("monitor")
+            return self.runtime.status(str(ns) if ns else None, str(name) if name else None)
+
+        async def history(args: dict[str, object]) -> object:
+            return list(self.runtime.history)
+
+        async def reload(args: dict[str, object]) -> object:
+            return await self.load(first=False)
+
+        async def info(args: dict[str, object]) -> object:
+            return {"metrics": self.metrics_url, "config": self.path, "probes": len(self.runtime.probes)}
+
+        handlers = {"status": status, "history": history, "reload": reload, "info": info}
+        self.control = ControlServer(cfg.control_socket, handlers, self.bus)  # type: ignore[arg-type]
+        await self.control.start()
+        watcher = asyncio.create_task(self.watch())
+        fields = kv(config=self.path, socket=cfg.control_socket, probes=len(self.runtime.probes))
+        log.info("mon started", extra=fields)
+        try:
+            await stop.wait()
+        finally:
+            watcher.cancel()
+            await self.runtime.close()
+            await self.control.close()
+            if self.web is not None:
+                await self.web.cleanup()
+
+
+async def _ok() -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def amain(ns: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    mon = Mon(ns.config, ns.socket, ns.metrics_address)
+    try:
+        await mon.run(stop)
+    except config_file.ConfigError as exc:
+        log.error("cannot start", extra=kv(error=str(exc)))
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hastack mon", description=__doc__)
+    p.add_argument("--config", required=True, help="mon configuration file (YAML, MonConfig)")
+    p.add_argument("--socket", help="control socket path (overrides controlSocket)")
+    p.add_argument("--metrics-address", help="host:port for /metrics (overrides metricsAddress; 0: any port)")
+    ns = p.parse_args(argv)
+    logs.setup()
+    return asyncio.run(amain(ns))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,358 @@
+"""Harness for mon's system tests: certificates, real processes on loopback, waiting with deadlines.
+
+Every process started here is a :class:`Proc`; ``stop()`` kills its whole process group, and the
+fixtures stop them all even when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HARNESS = pathlib.Path(__file__).parent
+REPO = HARNESS.parent.parent
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T], timeout: float, what: str = "condition", interval: float = 0.05) -> T:
+    """Poll ``cond`` until it returns a truthy value (returned) or ``timeout`` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while True:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:  # the condition may fail while a server starts
+            last_exc = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- certificates ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: str
+    cert: str
+    key: str
+    client_cert: str
+    client_key: str
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write_key(path: pathlib.Path, key: ec.EllipticCurvePrivateKey) -> str:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(path)
+
+
+def make_certs(d: pathlib.Path) -> Certs:
+    """A test CA, a server certificate for 127.0.0.1/localhost (20 days), a client certificate."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("hastack test CA"))
+        .issuer_name(_name("hastack test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def leaf(name: str, days: int, server: bool) -> tuple[str, str]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+        )
+        if server:
+            import ipaddress
+
+            b = b.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        cert = b.sign(ca_key, hashes.SHA256())
+        (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return str(d / f"{name}.pem"), _write_key(d / f"{name}.key", key)
+
+    cert, key = leaf("server", 20, True)
+    client_cert, client_key = leaf("client", 20, False)
+    return Certs(str(d / "ca.pem"), cert, key, client_cert, client_key)
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+class Proc:
+    def __init__(
+        self, argv: list[str], log: pathlib.Path, env: dict[str, str] | None = None, stdout_pipe: bool = False
+    ) -> None:
+        self.argv, self.log_path = argv, log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE if stdout_pipe else self._log,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def pause(self) -> None:
+        os.killpg(self.p.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.p.pid, signal.SIGCONT)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        if self.p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.p.pid, signal.SIGCONT)
+                os.killpg(self.p.pid, sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait(timeout)
+        self._log.close()
+        return self.p.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Targets:
+    """The mon_targets process: HTTP, HTTPS, mTLS, TCP echo and hang listeners."""
+
+    def __init__(self, tmp: pathlib.Path, certs: Certs) -> None:
+        self.tmp, self.certs = tmp, certs
+        self.proc: Proc | None = None
+        self.ports: dict[str, int] = {}
+
+    def start(self) -> Targets:
+        argv = [
+            PYTHON,
+            str(HARNESS / "mon_targets.py"),
+            "--cert",
+            self.certs.cert,
+            "--key",
+            self.certs.key,
+            "--ca",
+            self.certs.ca,
+            "--http-port",
+            str(self.ports.get("http", 0)),
+        ]
+        self.proc = Proc(argv, self.tmp / "targets.log", stdout_pipe=True)
+        assert self.proc.p.stdout is not None
+        line = self.proc.p.stdout.readline()
+        if not line:
+            raise AssertionError(f"mon_targets did not start: {self.proc.log()}")
+        self.ports = json.loads(line)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def url(self, path: str, kind: str = "http") -> str:
+        scheme = "http" if kind == "http" else "https"
+        return f"{scheme}://127.0.0.1:{self.ports[kind]}{path}"
+
+    def admin(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url(path), data=data, method="POST" if data else "GET")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def set_health(self, status: int, body: str = "healthy") -> None:
+        self.admin("/admin/health", {"status": status, "body": body})
+
+
+def http_json(url: str, body: Any = None, timeout: float = 5) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method="POST" if data is not None else "GET",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        text = resp.read()
+    return json.loads(text) if text else None
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise AssertionError(f"{binary} is not installed: add its Debian package to .ci/debian-packages.txt")
+    return path
+
+
+def dnsmasq(tmp: pathlib.Path, records: list[str]) -> tuple[Proc, int]:
+    port = free_port()
+    argv = [
+        need("dnsmasq"),
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        f"--port={port}",
+        "--pid-file=",
+        "--user=root",
+        "--log-facility=-",
+        *records,
+    ]
+    return Proc(argv, tmp / "dnsmasq.log"), port
+
+
+def prometheus(tmp: pathlib.Path, targets: list[str]) -> tuple[Proc, str]:
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [{"job_name": "mon", "static_configs": [{"targets": targets}]}],
+            }
+        )
+    )
+    argv = [
+        need("prometheus"),
+        f"--config.file={cfg}",
+        f"--storage.tsdb.path={tmp / 'prom-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    return Proc(argv, tmp / "prometheus.log"), f"http://127.0.0.1:{port}"
+
+
+def promql(base: str, query: str) -> list[dict[str, Any]]:
+    out = http_json(f"{base}/api/v1/query?query={urllib.parse.quote(query)}")
+    assert out["status"] == "success", out
+    return list(out["data"]["result"])
+
+
+def alertmanager(tmp: pathlib.Path) -> tuple[Proc, str]:
+    port = free_port()
+    cfg = tmp / "alertmanager.yml"
+    cfg.write_text(
+        json.dumps({"route": {"receiver": "null", "group_wait": "1s"}, "receivers": [{"name": "null"}]})
+    )
+    argv = [
+        need("prometheus-alertmanager"),
+        f"--config.file={cfg}",
+        f"--storage.path={tmp / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    return Proc(argv, tmp / "alertmanager.log"), f"http://127.0.0.1:{port}"
+
+
+class MonProcess:
+    """``hastack mon`` as a real process, its control socket and metrics URL."""
+
+    def __init__(self, tmp: pathlib.Path, config: dict[str, Any], port: int | None = None) -> None:
+        self.tmp = tmp
+        self.socket = str(tmp / "mon.sock")
+        self.port = port or free_port()
+        self.config_path = tmp / "mon.yaml"
+        self.write(config)
+        argv = [
+            PYTHON,
+            "-m",
+            "hastack_mon",
+            "--config",
+            str(self.config_path),
+            "--socket",
+            self.socket,
+            "--metrics-address",
+            f"127.0.0.1:{self.port}",
+        ]
+        env = {**os.environ, "HASTACK_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO / "tests")}
+        self.proc = Proc(argv, tmp / "mon.log", env=env)
+        wait_for(lambda: self.alive_or_fail() and os.path.exists(self.socket), 20, "mon control socket")
+
+    def alive_or_fail(self) -> bool:
+        if not self.proc.alive():
+            raise AssertionError(f"mon exited {self.proc.p.returncode}:\n{self.proc.log()[-3000:]}")
+        return True
+
+    def write(self, config: dict[str, Any]) -> None:
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config))
+        os.replace(tmp, self.config_path)  # atomic, as a ConfigMap update
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        from hastack_common.ctlsock import call_sync
+
+        return call_sync(self.socket, cmd, args, timeout=5)
+
+    def probe(self, monitor: str, probe: str, namespace: str = "default") -> dict[str, Any]:
+        status = self.call("status")
+        return dict(status[f"{namespace}/{monitor}"]["probes"][probe])
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def stop(self) -> int | None:
+        return self.proc.stop()
