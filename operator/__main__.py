@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import uuid
 
 import kopf
@@ -30,6 +31,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="hold a Lease so that only one replica acts (default: on)")
     p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "hastack-system"))
     p.add_argument("--lease-name", default="hastack-operator")
+    p.add_argument("--lease-duration", type=float, default=15.0)
+    p.add_argument("--renew-deadline", type=float, default=10.0)
+    p.add_argument("--renew-period", type=float, default=2.0)
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("HASTACK_METRICS_PORT", "8081")))
     p.add_argument("--health-port", type=int, default=int(os.environ.get("HASTACK_HEALTH_PORT", "8080")))
     return p.parse_args(argv)
@@ -50,7 +54,9 @@ async def run(ns: argparse.Namespace) -> None:
         identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         elector = LeaderElector(kubernetes.client.CoordinationV1Api(),
                                 LeaderSettings(namespace=ns.lease_namespace, name=ns.lease_name,
-                                               identity=identity))
+                                               identity=identity, lease_duration=ns.lease_duration,
+                                               renew_deadline=ns.renew_deadline,
+                                               renew_period=ns.renew_period))
         log.info("waiting for leadership", extra=kv(lease=f"{ns.lease_namespace}/{ns.lease_name}"))
         await elector.acquire()
     operator = asyncio.create_task(kopf.operator(
@@ -76,6 +82,9 @@ async def run(ns: argparse.Namespace) -> None:
 
 def main(argv: list[str]) -> int:
     ns = parse_args(argv)
+    if not ns.renew_period < ns.renew_deadline < ns.lease_duration:
+        print("hastack operator: need --renew-period < --renew-deadline < --lease-duration", file=sys.stderr)
+        return 2
     logs.setup()
     start_http_server(ns.metrics_port)
     try:

@@ -16,6 +16,9 @@ class KeyValueFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        ref = getattr(record, "k8s_ref", None)  # kopf's per-object loggers
+        if isinstance(ref, dict) and ref.get("name"):
+            fields["object"] = f"{ref.get('namespace') or ''}/{ref['name']}".lstrip("/")
         fields.update(getattr(record, "kv", {}))
         if record.exc_info:
             fields["exc"] = self.formatException(record.exc_info)
