@@ -1,0 +1,131 @@
+"""Arbitration: the right to stay active and the right to take over (pure, clock injected).
+
+DESIGN "The right to stay active": the Lease renewed within its renew deadline, **or** -- while
+the API server is unreachable -- heartbeats acknowledged by the peers within deadTime minus a
+safety margin. With neither, the active demotes itself. A standby takes over only by acquiring
+the Lease, and only when the Lease was released, or has expired in its own observation while the
+holder is dead by heartbeat (or says it is no longer active).
+
+Every time here is the member's own monotonic clock; no clock is compared across machines:
+
+* A renew *sent* at ``t_r`` that succeeds was written at ``W >= t_r``; a standby first sees that
+  record at ``>= W`` and calls it expired ``leaseDuration`` later. The holder's lease right ends
+  at ``t_r + renewDeadline``; ``renewDeadline + safetyMargin <= leaseDuration`` leaves the margin.
+* A heartbeat *sent* at ``t_s`` and acknowledged by peer P reached P at ``>= t_s``; P cannot call
+  the sender dead before ``t_s + deadTime``. The ack right ends at ``t_s + deadTime - margin``.
+  A restarted P has forgotten it: it waits ``initDead >= deadTime`` from its own start, which
+  came after its last ack.
+
+Because a standby decides "dead" from its own observation only, every peer that could take over
+must have acknowledged: with two or three members that is exactly "a majority of the peers"
+(1 of 1, 2 of 2). With four or five members hastack asks for every peer (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+NEVER = -math.inf
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds; built from ``hastack_common.config_heartbeat.Timing``."""
+
+    keepalive: float = 0.5
+    warn: float = 1.5
+    dead: float = 3.0
+    init_dead: float = 10.0
+    lease_duration: float = 4.0
+    renew_period: float = 1.0
+    renew_deadline: float = 3.0
+    margin: float = 0.5
+    # Test-only switch: with fencing off the active ignores its deadlines and stays active until
+    # the API server tells it otherwise. It exists so tests can prove they catch two actives.
+    fencing: bool = True
+
+    @classmethod
+    def from_config(cls, timing: object) -> Timings:
+        s = timing.seconds  # type: ignore[attr-defined]
+        return cls(
+            keepalive=s("keepalive"), warn=s("warn_time"), dead=s("dead_time"), init_dead=s("init_dead"),
+            lease_duration=s("lease_duration"), renew_period=s("renew_period"),
+            renew_deadline=s("renew_deadline"), margin=s("safety_margin"),
+        )
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """What this member last read or wrote of the Lease (``coordination.k8s.io/v1``)."""
+
+    holder: str  # "" when released
+    resource_version: str
+    duration: float
+    transitions: int = 0
+    handover: str = ""  # switchover target named by a releasing holder
+
+
+def required_acks(n_peers: int) -> int:
+    """How many peers must have acknowledged for the ack right (0 peers: no ack right at all)."""
+    return n_peers
+
+
+def lease_until(renewed_at: float | None, t: Timings) -> float:
+    return NEVER if renewed_at is None else renewed_at + t.renew_deadline
+
+
+def ack_until(acked_sends: Mapping[str, float | None], t: Timings) -> float:
+    """End of the ack right: the ``required``-th newest acknowledged send time + deadTime - margin."""
+    need = required_acks(len(acked_sends))
+    if need == 0:
+        return NEVER
+    times = sorted((v for v in acked_sends.values() if v is not None), reverse=True)
+    if len(times) < need:
+        return NEVER
+    return times[need - 1] + t.dead - t.margin
+
+
+def right_until(
+    renewed_at: float | None, lease_lost: bool, acked_sends: Mapping[str, float | None], t: Timings
+) -> float:
+    """Until when (own monotonic clock) this holder may stay active; ``NEVER`` if it may not."""
+    if lease_lost:  # the API server says another member holds the Lease
+        return NEVER
+    if not t.fencing:
+        return math.inf
+    return max(lease_until(renewed_at, t), ack_until(acked_sends, t))
+
+
+def lease_expired(lease: LeaseRecord, observed_at: float, now: float) -> bool:
+    """Expired in this member's own observation: unchanged for a whole leaseDuration."""
+    return now >= observed_at + lease.duration
+
+
+def may_acquire(
+    me: str,
+    lease: LeaseRecord | None,
+    observed_at: float,
+    holder_gone: bool,
+    now: float,
+) -> tuple[bool, str]:
+    """Whether a standby may try to acquire the Lease now, and why (or why not).
+
+    ``holder_gone``: the holder is dead by heartbeat, or its latest heartbeat says it is not
+    active, or it is not a member at all. A released Lease naming a handover target is for that
+    target only, until it has been released for a whole leaseDuration.
+    """
+    if lease is None:
+        return False, "no Lease read yet"
+    if lease.holder == "":
+        if lease.handover and lease.handover != me and not lease_expired(lease, observed_at, now):
+            return False, f"released for switchover to {lease.handover}"
+        return True, "Lease released"
+    if lease.holder == me:
+        return True, "Lease names this member"
+    if not lease_expired(lease, observed_at, now):
+        return False, f"Lease held by {lease.holder}"
+    if not holder_gone:
+        return False, f"Lease expired but {lease.holder} is alive and active by heartbeat"
+    return True, f"Lease of {lease.holder} expired and {lease.holder} is dead by heartbeat"
