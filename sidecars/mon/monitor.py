@@ -122,8 +122,8 @@ class Runtime:
                 wanted[(m.namespace, m.name, p.name)] = (m, p)
         for key in [k for k in self.probes if k not in wanted]:
             await self._stop(key)
-            del self.probes[key]
             self.metrics.forget(self._labels(key))
+            del self.probes[key]
         for key, (m, p) in wanted.items():
             run = self.probes.get(key)
             if run is not None and run.probe == p and run.monitor.spec.target == m.spec.target:
@@ -131,6 +131,8 @@ class Runtime:
                 continue
             if run is not None:
                 await self._stop(key)
+                if run.probe.kind != p.kind:  # the kind is a label: drop the old series
+                    self.metrics.forget(self._labels(key))
             run = self.probes.setdefault(key, ProbeRun(m, p))
             run.monitor, run.probe = m, p
             self._start(key, run)

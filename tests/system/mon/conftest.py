@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from harness.mon_env import Certs, Targets, make_certs
+from harness.mon_env import Certs, MonProcess, Targets, make_certs
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,19 @@ def targets(tmp_path: pathlib.Path, certs: Certs) -> Iterator[Targets]:
         yield t
     finally:
         t.stop()
+
+
+@pytest.fixture
+def mon_factory(tmp_path: pathlib.Path) -> Iterator[Callable[[dict[str, Any]], MonProcess]]:
+    started: list[MonProcess] = []
+
+    def start(config: dict[str, Any]) -> MonProcess:
+        m = MonProcess(tmp_path, config)
+        started.append(m)
+        return m
+
+    try:
+        yield start
+    finally:
+        for m in started:
+            m.stop()

@@ -1,0 +1,156 @@
+"""Real Prometheus scraping mon, real Alertmanager receiving its pushes, a heartbeat socket for failover."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from harness.mon_env import MonProcess, Proc, Targets, alertmanager, http_json, prometheus, promql, wait_for
+from hastack_common.ctlsock import ControlServer
+from hastack_common.failover_request import FailoverRequest
+
+MonFactory = Callable[[dict[str, Any]], MonProcess]
+
+
+def monitor(
+    targets: Targets, receivers: list[dict[str, Any]], alert: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "name": "web",
+        "namespace": "shop",
+        "spec": {
+            "target": {"host": "127.0.0.1", "port": targets.ports["http"]},
+            "probes": [{"name": "health", "interval": "250ms", "timeout": "1s", "http": {"path": "/health"}}],
+            "alert": alert or {"after": 2},
+            "receivers": receivers,
+        },
+    }
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    try:
+        yield started
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+
+def test_prometheus_scrapes_probe_series_as_the_target_goes_down_and_up(
+    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path, procs: list[Proc]
+) -> None:
+    mon = mon_factory({"monitors": [monitor(targets, [])]})
+    prom, base = prometheus(tmp_path, [f"127.0.0.1:{mon.port}"])
+    procs.append(prom)
+    success = 'hastack_probe_success{namespace="shop",monitor="web",probe="health"}'
+    firing = 'hastack_mon_alert_state{monitor="web",probe="health",state="firing"}'
+
+    def value(query: str) -> float | None:
+        result = promql(base, query)
+        return float(result[0]["value"][1]) if result else None
+
+    wait_for(lambda: value(success) == 1.0, 30, "Prometheus sees the probe up")
+    assert value(firing) == 0.0
+    targets.set_health(500)
+    wait_for(lambda: value(success) == 0.0, 20, "Prometheus sees the probe down")
+    wait_for(lambda: value(firing) == 1.0, 20, "Prometheus sees the alert firing")
+    failures = 'increase(hastack_probe_failures_total{monitor="web",probe="health"}[1m])'
+    wait_for(lambda: (value(failures) or 0) > 0, 20, "failures counted")
+    targets.set_health(200)
+    wait_for(lambda: value(success) == 1.0, 20, "Prometheus sees the probe up again")
+    wait_for(lambda: value(firing) == 0.0, 20, "the alert no longer firing")
+    count = 'hastack_probe_duration_seconds_count{monitor="web",probe="health",kind="http"}'
+    assert (value(count) or 0) >= 3
+    assert promql(base, 'up{job="mon"}')[0]["value"][1] == "1"
+
+
+def test_alertmanager_lists_the_alert_while_down_and_resolves_it(
+    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path, procs: list[Proc]
+) -> None:
+    am, base = alertmanager(tmp_path)
+    procs.append(am)
+    wait_for(lambda: http_json(f"{base}/api/v2/status"), 30, "Alertmanager up")
+    receivers = [{"name": "am", "alertmanager": {"url": base, "labels": {"team": "shop"}}}]
+    mon = mon_factory({"monitors": [monitor(targets, receivers)]})
+    wait_for(lambda: mon.probe("web", "health", "shop")["lastResult"] == "success", 10, "probed")
+
+    def ours(active: bool) -> list[dict[str, Any]]:
+        flags = "active=true" if active else "active=false&silenced=false&inhibited=false&unprocessed=false"
+        alerts = http_json(f"{base}/api/v2/alerts?{flags}")
+        return [a for a in alerts if a["labels"].get("alertname") == "HastackProbeDown"]
+
+    assert ours(True) == []
+    targets.set_health(503)
+    listed = wait_for(lambda: ours(True), 20, "the alert listed by Alertmanager")
+    labels = listed[0]["labels"]
+    assert labels == {
+        "alertname": "HastackProbeDown",
+        "namespace": "shop",
+        "servicemonitor": "web",
+        "probe": "health",
+        "kind": "http",
+        "severity": "critical",
+        "team": "shop",
+    }
+    assert listed[0]["status"]["state"] == "active"
+    assert "2 consecutive failures" in listed[0]["annotations"]["description"]
+    targets.set_health(200)
+    wait_for(lambda: not ours(True), 20, "the alert resolved")
+    assert (
+        'hastack_mon_receiver_deliveries_total{monitor="web",namespace="shop",receiver="am"' in mon.metrics()
+    )
+
+
+def test_failover_receiver_asks_heartbeat_once_per_outage(
+    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path
+) -> None:
+    # heartbeat's side is not part of this module: a ControlServer on the agreed socket stands in
+    # for it and records the requests, so this test checks mon's half of the contract.
+    requests: list[dict[str, Any]] = []
+    sock = str(tmp_path / "heartbeat.sock")
+    ready = threading.Event()
+    running: dict[str, Any] = {}
+
+    async def failover(args: dict[str, Any]) -> dict[str, Any]:
+        requests.append(args)
+        return {"accepted": True, "action": "failover", "detail": "switching to member-1"}
+
+    async def serve() -> None:
+        server = ControlServer(sock, {"failover": failover})
+        await server.start()
+        running.update(loop=asyncio.get_running_loop(), stop=asyncio.Event())
+        ready.set()
+        await running["stop"].wait()
+        await server.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    try:
+        ready.wait(10)
+        receivers = [{"name": "ha", "failover": {"haCluster": "shop-db", "socket": sock}}]
+        mon = mon_factory({"monitors": [monitor(targets, receivers, {"after": 3, "every": "500ms"})]})
+        targets.set_health(503)
+        wait_for(lambda: requests, 15, "the failover request")
+
+        def realerts() -> int:
+            return sum(h["action"] == "realert" for h in mon.call("history"))
+
+        wait_for(lambda: realerts() >= 2, 15, "re-alerts within the outage")
+        assert len(requests) == 1  # re-alerts (every 500ms) never ask again within an outage
+        req = FailoverRequest.model_validate(requests[0])
+        assert (req.ha_cluster, req.monitor, req.probe) == ("shop-db", "shop/web", "health")
+        assert req.reason == "alert: 3 consecutive failures (after=3)" and req.detail.startswith("HTTP 503")
+        targets.set_health(200)
+        wait_for(lambda: mon.probe("web", "health", "shop")["alertState"] == "ok", 10, "recovered")
+        targets.set_health(503)
+        wait_for(lambda: len(requests) >= 2, 15, "a second outage, a second request")
+    finally:
+        if running:
+            running["loop"].call_soon_threadsafe(running["stop"].set)
+        thread.join(10)
