@@ -1,58 +1,33 @@
-"""Harness for mon's system tests: certificates, real processes on loopback, waiting with deadlines.
+"""Harness for mon's system tests: certificates and real processes on loopback.
 
-Every process started here is a :class:`Proc`; ``stop()`` kills its whole process group, and the
-fixtures stop them all even when a test fails.
+Processes are started through a ``harness.procs.Supervisor`` (own process group, killed with the
+test run), so the fixtures stop them all even when a test fails.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
 import pathlib
 import shutil
 import signal
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from harness.procs import Child, Supervisor, free_port, wait_for
+
 HARNESS = pathlib.Path(__file__).parent
 REPO = HARNESS.parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python")
-T = TypeVar("T")
-
-
-def wait_for(cond: Callable[[], T], timeout: float, what: str = "condition", interval: float = 0.05) -> T:
-    """Poll ``cond`` until it returns a truthy value (returned) or ``timeout`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while True:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception as exc:  # the condition may fail while a server starts
-            last_exc = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "wait_for"]  # re-exported for mon's tests
 
 
 # -- certificates ------------------------------------------------------------------------
@@ -129,58 +104,21 @@ def make_certs(d: pathlib.Path) -> Certs:
 # -- processes ---------------------------------------------------------------------------
 
 
-class Proc:
-    def __init__(
-        self, argv: list[str], log: pathlib.Path, env: dict[str, str] | None = None, stdout_pipe: bool = False
-    ) -> None:
-        self.argv, self.log_path = argv, log
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.p = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE if stdout_pipe else self._log,
-            stderr=self._log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
+def pause(child: Child) -> None:
+    """Freeze a process group (SIGSTOP): its listeners accept connections and answer nothing."""
+    os.killpg(child.pid, signal.SIGSTOP)
 
-    @property
-    def pid(self) -> int:
-        return self.p.pid
 
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def pause(self) -> None:
-        os.killpg(self.p.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.killpg(self.p.pid, signal.SIGCONT)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
-        if self.p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.p.pid, signal.SIGCONT)
-                os.killpg(self.p.pid, sig)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(timeout)
-        self._log.close()
-        return self.p.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+def resume(child: Child) -> None:
+    os.killpg(child.pid, signal.SIGCONT)
 
 
 class Targets:
     """The mon_targets process: HTTP, HTTPS, mTLS, TCP echo and hang listeners."""
 
-    def __init__(self, tmp: pathlib.Path, certs: Certs) -> None:
-        self.tmp, self.certs = tmp, certs
-        self.proc: Proc | None = None
+    def __init__(self, sup: Supervisor, tmp: pathlib.Path, certs: Certs) -> None:
+        self.sup, self.tmp, self.certs = sup, tmp, certs
+        self.proc: Child | None = None
         self.ports: dict[str, int] = {}
 
     def start(self) -> Targets:
@@ -195,13 +133,19 @@ class Targets:
             self.certs.ca,
             "--http-port",
             str(self.ports.get("http", 0)),
+            "--ports-file",
+            str(self.tmp / "targets.ports"),
         ]
-        self.proc = Proc(argv, self.tmp / "targets.log", stdout_pipe=True)
-        assert self.proc.p.stdout is not None
-        line = self.proc.p.stdout.readline()
-        if not line:
-            raise AssertionError(f"mon_targets did not start: {self.proc.log()}")
-        self.ports = json.loads(line)
+        (self.tmp / "targets.ports").unlink(missing_ok=True)
+        proc = self.proc = self.sup.start("targets", argv)
+
+        def ports() -> dict[str, int] | None:
+            if not proc.running():
+                raise AssertionError(f"mon_targets exited: {proc.tail()}")
+            path = self.tmp / "targets.ports"
+            return json.loads(path.read_text()) if path.exists() else None
+
+        self.ports = wait_for(ports, 20, "mon_targets listening")
         return self
 
     def stop(self) -> None:
@@ -242,7 +186,7 @@ def need(binary: str) -> str:
     return path
 
 
-def dnsmasq(tmp: pathlib.Path, records: list[str]) -> tuple[Proc, int]:
+def dnsmasq(sup: Supervisor, records: list[str]) -> tuple[Child, int]:
     port = free_port()
     argv = [
         need("dnsmasq"),
@@ -258,10 +202,10 @@ def dnsmasq(tmp: pathlib.Path, records: list[str]) -> tuple[Proc, int]:
         "--log-facility=-",
         *records,
     ]
-    return Proc(argv, tmp / "dnsmasq.log"), port
+    return sup.start("dnsmasq", argv), port
 
 
-def prometheus(tmp: pathlib.Path, targets: list[str]) -> tuple[Proc, str]:
+def prometheus(sup: Supervisor, tmp: pathlib.Path, targets: list[str]) -> tuple[Child, str]:
     port = free_port()
     cfg = tmp / "prometheus.yml"
     cfg.write_text(
@@ -278,7 +222,7 @@ def prometheus(tmp: pathlib.Path, targets: list[str]) -> tuple[Proc, str]:
         f"--storage.tsdb.path={tmp / 'prom-data'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
-    return Proc(argv, tmp / "prometheus.log"), f"http://127.0.0.1:{port}"
+    return sup.start("prometheus", argv), f"http://127.0.0.1:{port}"
 
 
 def promql(base: str, query: str) -> list[dict[str, Any]]:
@@ -287,7 +231,7 @@ def promql(base: str, query: str) -> list[dict[str, Any]]:
     return list(out["data"]["result"])
 
 
-def alertmanager(tmp: pathlib.Path) -> tuple[Proc, str]:
+def alertmanager(sup: Supervisor, tmp: pathlib.Path) -> tuple[Child, str]:
     port = free_port()
     cfg = tmp / "alertmanager.yml"
     cfg.write_text(
@@ -300,16 +244,16 @@ def alertmanager(tmp: pathlib.Path) -> tuple[Proc, str]:
         f"--web.listen-address=127.0.0.1:{port}",
         "--cluster.listen-address=",
     ]
-    return Proc(argv, tmp / "alertmanager.log"), f"http://127.0.0.1:{port}"
+    return sup.start("alertmanager", argv), f"http://127.0.0.1:{port}"
 
 
 class MonProcess:
     """``hastack mon`` as a real process, its control socket and metrics URL."""
 
-    def __init__(self, tmp: pathlib.Path, config: dict[str, Any], port: int | None = None) -> None:
+    def __init__(self, sup: Supervisor, tmp: pathlib.Path, config: dict[str, Any]) -> None:
         self.tmp = tmp
         self.socket = str(tmp / "mon.sock")
-        self.port = port or free_port()
+        self.port = free_port()
         self.config_path = tmp / "mon.yaml"
         self.write(config)
         argv = [
@@ -323,13 +267,12 @@ class MonProcess:
             "--metrics-address",
             f"127.0.0.1:{self.port}",
         ]
-        env = {**os.environ, "HASTACK_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO / "tests")}
-        self.proc = Proc(argv, tmp / "mon.log", env=env)
+        self.proc = sup.start("mon", argv, env={"HASTACK_LOG_LEVEL": "INFO"})
         wait_for(lambda: self.alive_or_fail() and os.path.exists(self.socket), 20, "mon control socket")
 
     def alive_or_fail(self) -> bool:
-        if not self.proc.alive():
-            raise AssertionError(f"mon exited {self.proc.p.returncode}:\n{self.proc.log()[-3000:]}")
+        if not self.proc.running():
+            raise AssertionError(f"mon exited {self.proc.proc.returncode}:\n{self.proc.tail(60)}")
         return True
 
     def write(self, config: dict[str, Any]) -> None:
@@ -354,5 +297,9 @@ class MonProcess:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
             return str(resp.read().decode())
 
+    def log(self) -> str:
+        return self.proc.log_path.read_text(errors="replace")
+
     def stop(self) -> int | None:
-        return self.proc.stop()
+        self.proc.stop()
+        return self.proc.proc.returncode

@@ -1,7 +1,7 @@
 """Probe targets for mon's system tests, run as a real process on loopback.
 
-``python mon_targets.py --cert C --key K --ca CA`` binds every listener on 127.0.0.1 port 0
-and prints one JSON line with the ports, then serves until killed:
+``python mon_targets.py --cert C --key K --ca CA --ports-file F`` binds every listener on
+127.0.0.1 port 0, writes the ports to F as JSON, then serves until killed:
 
 - ``http``: ``/health`` answers the status and body set through ``POST /admin/health``
   (``{"status": 503, "body": "..."}``); ``/redirect`` -> 302 to ``/health``; ``/slow`` dribbles
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import ssl
 import sys
 from typing import Any
@@ -119,7 +120,10 @@ async def main(ns: argparse.Namespace) -> None:
     ]
     ports["tcp"] = servers[0].sockets[0].getsockname()[1]
     ports["hang"] = servers[1].sockets[0].getsockname()[1]
-    print(json.dumps(ports), flush=True)
+    tmp = ns.ports_file + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(ports, f)
+    os.replace(tmp, ns.ports_file)  # readers see the whole file or none
     await asyncio.Event().wait()
 
 
@@ -128,6 +132,7 @@ if __name__ == "__main__":
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--ca", required=True)
+    p.add_argument("--ports-file", required=True)
     p.add_argument(
         "--http-port", type=int, default=0, help="fixed port for http (to restart on the same one)"
     )

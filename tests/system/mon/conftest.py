@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from harness.mon_env import Certs, MonProcess, Targets, make_certs
+from harness.procs import Supervisor
 
 
 @pytest.fixture(scope="session")
@@ -15,25 +16,22 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 @pytest.fixture
-def targets(tmp_path: pathlib.Path, certs: Certs) -> Iterator[Targets]:
-    t = Targets(tmp_path, certs).start()
+def sup(tmp_path: pathlib.Path) -> Iterator[Supervisor]:
+    s = Supervisor(tmp_path / "logs")
     try:
-        yield t
+        yield s
     finally:
-        t.stop()
+        s.stop_all()
 
 
 @pytest.fixture
-def mon_factory(tmp_path: pathlib.Path) -> Iterator[Callable[[dict[str, Any]], MonProcess]]:
-    started: list[MonProcess] = []
+def targets(sup: Supervisor, tmp_path: pathlib.Path, certs: Certs) -> Targets:
+    return Targets(sup, tmp_path, certs).start()
 
+
+@pytest.fixture
+def mon_factory(sup: Supervisor, tmp_path: pathlib.Path) -> Callable[[dict[str, Any]], MonProcess]:
     def start(config: dict[str, Any]) -> MonProcess:
-        m = MonProcess(tmp_path, config)
-        started.append(m)
-        return m
+        return MonProcess(sup, tmp_path, config)
 
-    try:
-        yield start
-    finally:
-        for m in started:
-            m.stop()
+    return start

@@ -128,9 +128,9 @@ def test_reload_adds_probes_and_keeps_running_on_a_bad_file(
     wait_for(lambda: mon.probe("web", "tcp")["lastResult"] == "success", 10, "reloaded probe")
     pid = mon.proc.pid
     mon.write({"monitors": [{"name": "broken", "spec": {"probes": []}}]})
-    wait_for(lambda: "configuration refused" in mon.proc.log(), 10, "refusal logged")
+    wait_for(lambda: "configuration refused" in mon.log(), 10, "refusal logged")
     assert set(mon.call("status")["default/web"]["probes"]) == {"health", "tcp"}
-    assert mon.proc.pid == pid and mon.proc.alive()
+    assert mon.proc.pid == pid and mon.proc.running()
     assert 'hastack_mon_config_reloads_total{result="error"}' in mon.metrics()
     cfg["monitors"][0]["spec"]["probes"] = [tcp]
     mon.write(cfg)

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness.mon_env import Certs, Proc, Targets, dnsmasq, wait_for
+from harness.mon_env import Certs, Targets, dnsmasq, pause, resume, wait_for
+from harness.procs import Supervisor
 from hastack_common.config_mon import Probe, Target
 from hastack_mon.probes import Prober, Result
 
@@ -115,17 +116,17 @@ def test_hung_and_slow_loris_targets_cost_one_timeout_and_stall_nothing(targets:
 
 def test_paused_server_is_a_timeout_then_recovers(targets: Targets) -> None:
     assert targets.proc is not None
-    targets.proc.pause()
+    pause(targets.proc)
     r = probe({"http": {"path": "/health"}}, local(targets.ports["http"]), timeout=0.5)
     assert not r.ok and "timeout" in r.detail
-    targets.proc.resume()
+    resume(targets.proc)
     assert probe({"http": {"path": "/health"}}, local(targets.ports["http"])).ok
 
 
 @pytest.fixture
-def dns_server(tmp_path: pathlib.Path) -> Iterator[int]:
+def dns_server(sup: Supervisor) -> Iterator[int]:
     proc, port = dnsmasq(
-        tmp_path,
+        sup,
         [
             "--local=/hastack.test/",  # authoritative: unknown names are NXDOMAIN
             "--address=/web.hastack.test/10.1.2.3",
@@ -218,10 +219,3 @@ def test_a_probe_that_raises_is_a_failed_probe(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(Prober, "_dispatch", broken)  # test-only: a probe with a bug
     r = probe({"tcp": {}}, local(1))
     assert not r.ok and r.error and "RuntimeError: bug in a probe" in r.detail
-
-
-def test_probe_procs_clean(tmp_path: pathlib.Path) -> None:
-    p = Proc(["sleep", "30"], tmp_path / "x.log")
-    assert p.alive()
-    p.stop()
-    assert not p.alive()

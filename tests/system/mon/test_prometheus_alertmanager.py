@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from harness.mon_env import MonProcess, Proc, Targets, alertmanager, http_json, prometheus, promql, wait_for
+from harness.mon_env import MonProcess, Targets, alertmanager, http_json, prometheus, promql, wait_for
+from harness.procs import Supervisor
 from hastack_common.ctlsock import ControlServer
 from hastack_common.failover_request import FailoverRequest
 
@@ -32,22 +31,11 @@ def monitor(
     }
 
 
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    try:
-        yield started
-    finally:
-        for p in reversed(started):
-            p.stop()
-
-
 def test_prometheus_scrapes_probe_series_as_the_target_goes_down_and_up(
-    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path, procs: list[Proc]
+    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path, sup: Supervisor
 ) -> None:
     mon = mon_factory({"monitors": [monitor(targets, [])]})
-    prom, base = prometheus(tmp_path, [f"127.0.0.1:{mon.port}"])
-    procs.append(prom)
+    _, base = prometheus(sup, tmp_path, [f"127.0.0.1:{mon.port}"])
     success = 'hastack_probe_success{namespace="shop",monitor="web",probe="health"}'
     firing = 'hastack_mon_alert_state{monitor="web",probe="health",state="firing"}'
 
@@ -71,10 +59,9 @@ def test_prometheus_scrapes_probe_series_as_the_target_goes_down_and_up(
 
 
 def test_alertmanager_lists_the_alert_while_down_and_resolves_it(
-    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path, procs: list[Proc]
+    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path, sup: Supervisor
 ) -> None:
-    am, base = alertmanager(tmp_path)
-    procs.append(am)
+    _, base = alertmanager(sup, tmp_path)
     wait_for(lambda: http_json(f"{base}/api/v2/status"), 30, "Alertmanager up")
     receivers = [{"name": "am", "alertmanager": {"url": base, "labels": {"team": "shop"}}}]
     mon = mon_factory({"monitors": [monitor(targets, receivers)]})
