@@ -1,0 +1,63 @@
+"""Activity log (pure): the extents where writes may be in flight, persisted before a write lands.
+
+After a crash of a Primary, every extent listed here may differ between replicas, so they
+are merged into every peer bitmap and resynced (checksum-based, so identical blocks cost
+only a digest). An extent leaves the log (least recently used first) only when no write to
+it is in flight; the caller persists dirty bitmaps before it persists a shrunken log.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from hastack_common.config_blockrepl import AL_EXTENT
+
+
+def extents(offset: int, length: int) -> range:
+    if length <= 0:
+        return range(0)
+    return range(offset // AL_EXTENT, (offset + length - 1) // AL_EXTENT + 1)
+
+
+class ActivityLog:
+    def __init__(self, slots: int, active: list[int] | None = None) -> None:
+        self.slots = slots
+        self._lru: OrderedDict[int, int] = OrderedDict((e, 0) for e in (active or []))  # extent -> in flight
+
+    def active(self) -> list[int]:
+        return list(self._lru)
+
+    def missing(self, offset: int, length: int) -> set[int]:
+        return {e for e in extents(offset, length) if e not in self._lru}
+
+    def add(self, new: set[int]) -> list[int]:
+        """Make ``new`` active; returns the evicted extents (idle ones, least recently used first)."""
+        evicted: list[int] = []
+        for e in sorted(new):
+            if e in self._lru:
+                continue
+            if len(self._lru) >= self.slots:
+                victim = next((x for x, n in self._lru.items() if n == 0 and x not in new), None)
+                if (
+                    victim is None
+                ):  # every slot busy: grow past the limit rather than block (logged by caller)
+                    pass
+                else:
+                    del self._lru[victim]
+                    evicted.append(victim)
+            self._lru[e] = 0
+        return evicted
+
+    def begin(self, offset: int, length: int) -> None:
+        for e in extents(offset, length):
+            if e in self._lru:
+                self._lru[e] += 1
+                self._lru.move_to_end(e)
+
+    def end(self, offset: int, length: int) -> None:
+        for e in extents(offset, length):
+            if self._lru.get(e, 0) > 0:
+                self._lru[e] -= 1
+
+    def in_flight(self) -> int:
+        return sum(self._lru.values())

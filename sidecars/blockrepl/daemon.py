@@ -1,0 +1,130 @@
+"""The blockrepl process: attach the disk, serve NBD, replicate, answer the control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from hastack_blockrepl import verify
+from hastack_blockrepl.control import Control
+from hastack_blockrepl.disk import attach
+from hastack_blockrepl.engine import PRIMARY, Engine
+from hastack_blockrepl.fence import CommandFenceHandler, FencePeerHandler, FenceRequest, fence_until_done
+from hastack_blockrepl.metrics import Metrics
+from hastack_blockrepl.nbd import NbdServer
+from hastack_blockrepl.peer import Replication
+from hastack_common.config_blockrepl import BlockreplConfig
+from hastack_common.ctlsock import ControlServer, EventBus
+from hastack_common.logs import kv
+
+log = logging.getLogger(__name__)
+PERSIST_PERIOD = 1.0
+
+
+def _read_secret(path: str) -> bytes:
+    return Path(path).read_bytes().strip()
+
+
+class Daemon:
+    def __init__(self, cfg: BlockreplConfig, fence_handler: FencePeerHandler | None = None) -> None:
+        self.cfg = cfg
+        self.fence_handler = fence_handler
+        if fence_handler is None and cfg.handlers.fence_peer:
+            self.fence_handler = CommandFenceHandler(cfg.handlers.fence_peer, cfg.handlers.fence_timeout)
+        self.stop_event = asyncio.Event()
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        secret = await asyncio.to_thread(_read_secret, cfg.net.secret_file) if cfg.peers else b""
+        if cfg.peers and len(secret) < 16:
+            raise ValueError(
+                f"net.secretFile {cfg.net.secret_file} holds {len(secret)} bytes; use at least 16"
+            )
+        backing, sb, created = await asyncio.to_thread(
+            attach, cfg.disk.path, cfg.disk.metadata, cfg.node_id, cfg.size
+        )
+        events = EventBus()
+        metrics = Metrics(cfg.resource)
+        engine = Engine(cfg, backing, sb, events, metrics)
+        await asyncio.to_thread(engine.load)
+        repl = Replication(engine, secret)
+        repl.on_verify = lambda link, off, ln, same: verify.on_result(engine, link, off, ln, same)
+        repl.on_pri_lost = self._pri_lost
+        engine.fence = lambda pid: engine.spawn(self._fence(engine, repl, pid))
+        self.engine = engine
+        nbd = NbdServer(engine, cfg.nbd.socket, cfg.nbd.listen, cfg.nbd.export_name)
+        ctl = ControlServer(cfg.control_socket, Control(engine, repl, nbd).handlers(), events)
+        await nbd.start()
+        await ctl.start()
+        await repl.start()
+        http = self._start_metrics(metrics)
+        metrics.update(engine)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        log.info(
+            "blockrepl running",
+            extra=kv(
+                resource=cfg.resource,
+                node=cfg.node_id,
+                size=engine.size,
+                created_metadata=created,
+                disk=sb.disk_state,
+                nbd=cfg.nbd.socket or cfg.nbd.listen,
+                peers=len(cfg.peers),
+            ),
+        )
+        try:
+            while not self.stop_event.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), PERSIST_PERIOD)
+                if engine.bm_dirty:
+                    await engine.persist()
+                engine.status()  # refreshes per-peer gauges
+        finally:
+            log.info("stopping")
+            await nbd.close()
+            await repl.close()
+            await ctl.close()
+            if http is not None:
+                http.shutdown()
+            async with engine._md_lock:
+                await asyncio.to_thread(engine.close_clean)
+            backing.close()
+        return 0
+
+    def _start_metrics(self, metrics: Metrics):  # type: ignore[no-untyped-def]
+        listen = self.cfg.metrics.listen
+        if not listen:
+            return None
+        from prometheus_client import start_http_server
+
+        host, _, port = listen.rpartition(":")
+        server, _thread = start_http_server(
+            int(port), host.strip("[]") or "0.0.0.0", registry=metrics.registry
+        )
+        return server
+
+    async def _fence(self, engine: Engine, repl: Replication, peer: int) -> None:
+        key = f"fence:{peer}"
+        link = repl.links[peer]
+        if self.fence_handler is None:
+            engine.release(key)
+            return
+        req = FenceRequest(self.cfg.resource, self.cfg.node_id, peer, link.name, link.address)
+        res = await fence_until_done(
+            self.fence_handler, req, lambda: engine.role == PRIMARY and key in engine.holds.submit
+        )
+        if res.ok:
+            engine.events.publish("peer-fenced", peer=peer, detail=res.detail)
+            engine.release(key)
+
+    def _pri_lost(self, peer: int, why: str) -> None:
+        argv = self.cfg.handlers.pri_lost_after_sb
+        self.engine.events.publish("pri-lost-after-sb", peer=peer, reason=why)
+        log.error("this Primary lost a split brain", extra=kv(peer=peer, reason=why))
+        if argv:
+            self.engine.spawn(asyncio.create_subprocess_exec(*argv))

@@ -1,0 +1,512 @@
+"""The replica: role, disk state, generation identifiers, bitmaps, and the write path.
+
+Writes on the Primary: forward to every replicating peer, write locally (inline ``pwrite``:
+a thread hop per request costs 10x), mark the bitmap of every peer that did not get it, and
+acknowledge per protocol (A: local; B: peer received; C: peer wrote). Two gates stand in
+front of the client: *submission holds* (a peer handshake, a pending fence-peer, a lapsed
+deadline) queue new requests before they touch any disk, and *acknowledgement holds* (fence,
+deadline) keep replies back. Nothing held has been acknowledged, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hastack_blockrepl import iozero
+from hastack_blockrepl.actlog import ActivityLog
+from hastack_blockrepl.bitmap import Bitmap
+from hastack_blockrepl.disk import Backing
+from hastack_blockrepl.meta import AL_SLOTS, DAY0, DISKLESS, UP_TO_DATE, Super, new_uuid
+from hastack_blockrepl.metrics import Metrics
+from hastack_blockrepl.nbdproto import EIO, EPERM
+from hastack_common.config_blockrepl import BlockreplConfig
+from hastack_common.ctlsock import EventBus
+from hastack_common.logs import kv
+
+log = logging.getLogger(__name__)
+PRIMARY, SECONDARY = "Primary", "Secondary"
+Done = Callable[[int], None]
+
+
+class Link(Protocol):
+    """What the engine needs of a peer link (peer.PeerLink)."""
+
+    node_id: int
+    name: str
+
+    @property
+    def replicating(self) -> bool: ...
+    def send_write(self, wid: int, offset: int, data: bytes | memoryview, fua: bool) -> None: ...
+    def send_zero(self, wid: int, offset: int, length: int, fua: bool) -> None: ...
+    def send_flush(self, fid: int) -> None: ...
+    def send_update(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class Pending:
+    offset: int
+    length: int
+    done: Done
+    peers: set[int]  # peers that have not acknowledged yet
+    wait_peers: bool  # protocol B/C: the client waits for them
+    local_done: bool = True
+    answered: bool = False
+    t0: float = 0.0
+    op: str = "write"
+
+
+@dataclass
+class Holds:
+    submit: dict[str, str] = field(default_factory=dict)  # key -> why
+    ack: dict[str, str] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self, cfg: BlockreplConfig, backing: Backing, sb: Super, events: EventBus, metrics: Metrics
+    ) -> None:
+        self.cfg, self.backing, self.sb, self.events, self.m = cfg, backing, sb, events, metrics
+        self.size = backing.size
+        self.fd = backing.fd
+        self.role = SECONDARY
+        self.protocol = cfg.net.protocol
+        self.links: dict[int, Link] = {}
+        self.bitmaps: dict[int, Bitmap] = {}
+        self.bm_dirty: set[int] = set()
+        self.crashed_primary = False
+        self.al = ActivityLog(AL_SLOTS)
+        self.pending: dict[int, Pending] = {}
+        self.flushes: dict[int, Pending] = {}
+        self.next_id = 1
+        self.holds = Holds()
+        self.held_submits: list[tuple[Callable[[], None], Done]] = []
+        self.held_acks: list[tuple[Done, int]] = []
+        self.deadline_at: float | None = None
+        self.deadline_lapses = 0
+        self.need_rotate = False
+        self.nbd_clients = 0
+        self.counters: dict[str, int] = {
+            "reads": 0,
+            "writes": 0,
+            "flushes": 0,
+            "trims": 0,
+            "zeroes": 0,
+            "io_errors": 0,
+            "held_writes": 0,
+        }
+        self.fence: Callable[[int], None] | None = None  # set by the shell: starts fencing a peer
+        self._md_lock = asyncio.Lock()
+        self._txn: asyncio.Future[None] | None = None
+        self._txn_exts: set[int] = set()
+        self._congested: set[int] = set()
+        self._uncongest_waiters: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.loop = asyncio.get_event_loop()
+
+    # ---- start-up -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load bitmaps and the activity log; recover a crashed Primary (AL merged into bitmaps)."""
+        store = self.backing.store
+        for p in self.cfg.peers:
+            idx, _ = self.sb.slot(p.node_id)
+            self.bitmaps[p.node_id] = Bitmap(self.size // 4096, store.load_bitmap(idx))
+        active = store.load_al()
+        if not self.sb.clean and self.sb.primary:
+            self.crashed_primary = True
+            for bm in self.bitmaps.values():
+                for e in active:
+                    bm.mark(e * (4 << 20), 4 << 20)
+            self.bm_dirty |= set(self.bitmaps)
+            log.warning(
+                "recovering a crashed Primary: activity log merged into bitmaps",
+                extra=kv(extents=len(active)),
+            )
+        self.sb.clean = False
+        self.sb.primary = False
+        self.persist_sync()
+
+    def persist_sync(self) -> None:
+        """Bitmaps (dirty ones), then the superblock. Blocking: call from a thread or at start/stop."""
+        store = self.backing.store
+        for pid in list(self.bm_dirty):
+            idx, _ = self.sb.slot(pid)
+            store.save_bitmap(idx, self.bitmaps[pid].to_bytes(), sync=False)
+        self.bm_dirty.clear()
+        store.save_super(self.sb)
+
+    async def persist(self) -> None:
+        async with self._md_lock:
+            await asyncio.to_thread(self.persist_sync)
+
+    def close_clean(self) -> None:
+        self.sb.clean = True
+        self.sb.primary = False
+        self.backing.store.save_al([], sync=False)
+        self.persist_sync()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no write is in flight; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        t = self.loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    # ---- holds ----------------------------------------------------------------------------
+    def _deadline_lapsed(self) -> bool:
+        if (
+            self.deadline_at is not None
+            and self.loop.time() >= self.deadline_at
+            and "deadline" not in self.holds.ack
+        ):
+            why = "heartbeat deadline lapsed: writes are not acknowledged until it is refreshed"
+            self.holds.submit["deadline"] = self.holds.ack["deadline"] = why
+            self.deadline_lapses += 1
+            log.warning("deadline lapsed", extra=kv(lapses=self.deadline_lapses))
+            self.events.publish("deadline-lapsed", resource=self.cfg.resource)
+            self.m.update(self)
+        return "deadline" in self.holds.ack
+
+    def hold(self, key: str, why: str, acks: bool) -> None:
+        self.holds.submit[key] = why
+        if acks:
+            self.holds.ack[key] = why
+        self.m.update(self)
+
+    def release(self, key: str) -> None:
+        self.holds.submit.pop(key, None)
+        self.holds.ack.pop(key, None)
+        self._drain_holds()
+        self.m.update(self)
+
+    def _drain_holds(self) -> None:
+        if not self.holds.ack and not self._deadline_lapsed():
+            acks, self.held_acks = self.held_acks, []
+            for cb, err in acks:
+                cb(err)
+        while self.held_submits and not self.holds.submit and not self._deadline_lapsed():
+            self.held_submits.pop(0)[0]()
+
+    def _blocked(self) -> bool:
+        return bool(self.holds.submit) or self._deadline_lapsed()
+
+    def _answer(self, p: Pending, err: int) -> None:
+        if p.answered:
+            return
+        p.answered = True
+        self.m.latency(p.op, time.perf_counter() - p.t0)
+        if err == 0 and (self.holds.ack or self._deadline_lapsed()):
+            self.held_acks.append((p.done, err))
+        else:
+            p.done(err)
+
+    def set_deadline(self, seconds: float) -> dict[str, Any]:
+        if seconds <= 0:
+            self.deadline_at = None
+            self.release("deadline")
+        else:
+            self.deadline_at = self.loop.time() + seconds
+            self.loop.call_later(seconds + 0.001, self._deadline_lapsed)
+            if "deadline" in self.holds.ack:
+                log.info("deadline refreshed after a lapse: writes resume")
+                self.events.publish("deadline-restored", resource=self.cfg.resource)
+            self.release("deadline")
+        return self.deadline_status()
+
+    def deadline_status(self) -> dict[str, Any]:
+        lapsed = self._deadline_lapsed()
+        rem = None if self.deadline_at is None else round(self.deadline_at - self.loop.time(), 3)
+        return {
+            "armed": self.deadline_at is not None,
+            "remaining": rem,
+            "lapsed": lapsed,
+            "lapses": self.deadline_lapses,
+        }
+
+    # ---- back-pressure --------------------------------------------------------------------
+    def congested(self) -> bool:
+        return bool(self._congested)
+
+    def set_congested(self, node_id: int, on: bool) -> None:
+        if on:
+            self._congested.add(node_id)
+        else:
+            self._congested.discard(node_id)
+            if not self._congested:
+                waiters, self._uncongest_waiters = self._uncongest_waiters, []
+                for w in waiters:
+                    w()
+
+    def on_uncongested(self, cb: Callable[[], None]) -> None:
+        self._uncongest_waiters.append(cb)
+
+    # ---- client I/O (Primary) -------------------------------------------------------------
+    def check_io(self) -> int:
+        if self.role != PRIMARY:
+            return EPERM
+        if self.sb.disk_state == DISKLESS:
+            return EIO
+        return 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.counters["reads"] += 1
+        try:
+            return os.pread(self.fd, length, offset)
+        except OSError as exc:
+            self.io_error("read", exc)
+            raise
+
+    def read_raw(self, offset: int, length: int) -> bytes:
+        """Read for resync and verify (any role), clipped to the volume."""
+        length = max(0, min(length, self.size - offset))
+        return os.pread(self.fd, length, offset)
+
+    def write(self, offset: int, data: bytes | memoryview, fua: bool, done: Done, op: str = "write") -> None:
+        err = self.check_io()
+        if err:
+            done(err)
+            return
+        if self._blocked():
+            self.counters["held_writes"] += 1
+            keep = bytes(data) if isinstance(data, memoryview) else data
+            self.held_submits.append((lambda: self.write(offset, keep, fua, done, op), done))
+            return
+        length = len(data) if op == "write" else int(data)  # zero/trim: data is the length
+        if self.need_rotate or self.al.missing(offset, length):
+            fut = self._prepare(offset, length)
+            fut.add_done_callback(lambda f: self._after_prepare(f, offset, data, fua, done, op))
+            return
+        self._apply(offset, data, length, fua, done, op)
+
+    def zero(self, offset: int, length: int, fua: bool, done: Done, trim: bool = False) -> None:
+        self.write(offset, length, fua, done, "trim" if trim else "zero")  # type: ignore[arg-type]
+
+    def _after_prepare(
+        self, fut: asyncio.Future[None], offset: int, data: Any, fua: bool, done: Done, op: str
+    ) -> None:
+        if fut.exception() is not None:
+            self.io_error("metadata", fut.exception())
+            done(EIO)
+        else:
+            self.write(offset, data, fua, done, op)
+
+    def _prepare(self, offset: int, length: int) -> asyncio.Future[None]:
+        self._txn_exts |= self.al.missing(offset, length)
+        if self._txn is None:
+            self._txn = self.loop.create_future()
+            self.spawn(self._run_txn(self._txn))
+        return self._txn
+
+    async def _run_txn(self, fut: asyncio.Future[None]) -> None:
+        """One metadata transaction: generation-id rotation and activity-log growth, persisted."""
+        async with self._md_lock:
+            self._txn = None
+            exts, self._txn_exts = self._txn_exts, set()
+            try:
+                if self.need_rotate:
+                    self._rotate()
+                    await asyncio.to_thread(self.backing.store.save_super, self.sb)
+                    for link in self.links.values():
+                        link.send_update()
+                if exts:
+                    evicted = self.al.add(exts)
+                    if evicted and self.bm_dirty:
+                        await asyncio.to_thread(self.persist_sync)
+                    await asyncio.to_thread(self.backing.store.save_al, self.al.active())
+                fut.set_result(None)
+            except OSError as exc:
+                fut.set_exception(exc)
+
+    def _rotate(self) -> None:
+        """New data generation: peers that are not replicating keep the old one as bitmap UUID."""
+        old = self.sb.current
+        for pid in self.bitmaps:
+            link = self.links.get(pid)
+            _, slot = self.sb.slot(pid)
+            if (link is None or not link.replicating) and slot.bitmap_uuid == 0:
+                slot.bitmap_uuid = old
+        self.sb.rotate_history(old)
+        self.sb.current = new_uuid()
+        self.need_rotate = False
+        log.info("new data generation", extra=kv(current=f"{self.sb.current:016X}", previous=f"{old:016X}"))
+
+    def _apply(self, offset: int, data: Any, length: int, fua: bool, done: Done, op: str) -> None:
+        wid = self.next_id
+        self.next_id += 1
+        targets = [link for link in self.links.values() if link.replicating]
+        for link in targets:
+            if op == "write":
+                link.send_write(wid, offset, data, fua)
+            else:
+                link.send_zero(wid, offset, length, fua)
+        try:
+            if op == "write":
+                iozero.pwrite_all(self.fd, data, offset)
+            else:
+                iozero.zero_range(self.fd, offset, length, punch=op == "trim")
+        except OSError as exc:
+            self.io_error(op, exc)
+            done(EIO)
+            return
+        self.counters["writes" if op == "write" else ("trims" if op == "trim" else "zeroes")] += 1
+        sent = {link.node_id for link in targets}
+        for pid, bm in self.bitmaps.items():
+            if pid not in sent:
+                bm.mark(offset, length)
+                self.bm_dirty.add(pid)
+        self.al.begin(offset, length)
+        p = Pending(offset, length, done, sent, self.protocol != "A", t0=time.perf_counter(), op=op)
+        self.pending[wid] = p
+        self._idle.clear()
+        if fua:
+            p.local_done = False
+            self.spawn(self._local_sync(wid))
+        self._progress(wid, p)
+
+    async def _local_sync(self, wid: int) -> None:
+        try:
+            await asyncio.to_thread(os.fdatasync, self.fd)
+            err = 0
+        except OSError as exc:
+            self.io_error("fdatasync", exc)
+            err = EIO
+        p = self.pending.get(wid) or self.flushes.get(wid)
+        if p is not None:
+            p.local_done = True
+            if err:
+                self._answer(p, err)
+            self._progress(wid, p)
+
+    def _progress(self, wid: int, p: Pending) -> None:
+        if p.local_done and (not p.wait_peers or not p.peers):
+            self._answer(p, 0)
+        if p.answered and not p.peers:
+            if p.op == "flush":
+                self.flushes.pop(wid, None)
+            else:
+                self.pending.pop(wid, None)
+                self.al.end(p.offset, p.length)
+                if not self.pending:
+                    self._idle.set()
+
+    def flush(self, done: Done) -> None:
+        err = self.check_io()
+        if err:
+            done(err)
+            return
+        if self._blocked():
+            self.held_submits.append((lambda: self.flush(done), done))
+            return
+        self.counters["flushes"] += 1
+        fid = self.next_id
+        self.next_id += 1
+        targets = [link for link in self.links.values() if link.replicating] if self.protocol != "A" else []
+        for link in targets:
+            link.send_flush(fid)
+        p = Pending(
+            0,
+            0,
+            done,
+            {link.node_id for link in targets},
+            True,
+            local_done=False,
+            t0=time.perf_counter(),
+            op="flush",
+        )
+        self.flushes[fid] = p
+        self.spawn(self._local_sync(fid))
+
+    # ---- peer events ----------------------------------------------------------------------
+    def peer_ack(self, node_id: int, wid: int, flush: bool = False) -> None:
+        p = (self.flushes if flush else self.pending).get(wid)
+        if p is not None and node_id in p.peers:
+            p.peers.discard(node_id)
+            self._progress(wid, p)
+
+    def peer_lost(self, node_id: int, was_replicating: bool) -> None:
+        """A link went down: its unacknowledged writes go to its bitmap; fence it before the next ack."""
+        bm = self.bitmaps[node_id]
+        for p in list(self.pending.values()):
+            if node_id in p.peers:
+                bm.mark(p.offset, p.length)
+                self.bm_dirty.add(node_id)
+        if self.role == PRIMARY:
+            self.need_rotate = True
+            if was_replicating and self.cfg.fencing == "resource-only" and self.fence is not None:
+                self.hold(
+                    f"fence:{node_id}",
+                    f"fencing node {node_id}: writes held until its disk is Outdated",
+                    acks=True,
+                )
+                self.fence(node_id)
+        for wid, p in list(self.pending.items()) + list(self.flushes.items()):
+            if node_id in p.peers:
+                p.peers.discard(node_id)
+                self._progress(wid, p)
+
+    def peer_established(self, node_id: int) -> None:
+        self.release(f"fence:{node_id}")
+
+    def io_error(self, what: str, exc: BaseException | None) -> None:
+        self.counters["io_errors"] += 1
+        self.m.io_errors.inc()
+        log.error("I/O error on the backing disk", extra=kv(op=what, error=str(exc)))
+        self.events.publish("io-error", op=what, error=str(exc))
+
+    # ---- secondary side -------------------------------------------------------------------
+    def apply_remote(
+        self, offset: int, data: bytes | memoryview | None, length: int, punch: bool = False
+    ) -> None:
+        if offset + length > self.size:
+            raise ValueError(f"replicated write at {offset}+{length} beyond the volume ({self.size})")
+        if data is not None:
+            iozero.pwrite_all(self.fd, data, offset)
+        else:
+            iozero.zero_range(self.fd, offset, length, punch=punch)
+
+    # ---- status ---------------------------------------------------------------------------
+    def day0(self) -> bool:
+        return self.sb.current == DAY0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "resource": self.cfg.resource,
+            "node_id": self.cfg.node_id,
+            "role": self.role,
+            "disk": self.sb.disk_state,
+            "size": self.size,
+            "protocol": self.protocol,
+            "current_uuid": f"{self.sb.current:016X}",
+            "history_uuids": [f"{h:016X}" for h in self.sb.history],
+            "day0": self.day0(),
+            "suspended": sorted(
+                set(self.holds.submit.values()) | ({"deadline lapsed"} if self._deadline_lapsed() else set())
+            ),
+            "held_requests": len(self.held_submits) + len(self.held_acks),
+            "in_flight": len(self.pending),
+            "deadline": self.deadline_status(),
+            "nbd_clients": self.nbd_clients,
+            "counters": dict(self.counters),
+            "peers": [link.status() for link in self.links.values()],
+        }
+
+    def bitmap_uuid(self, node_id: int) -> int:
+        return self.sb.slot(node_id)[1].bitmap_uuid
+
+    def is_uptodate(self) -> bool:
+        return self.sb.disk_state == UP_TO_DATE

@@ -1,0 +1,102 @@
+"""Resource-level fencing: make sure a lost peer is recorded Outdated before the next acknowledged write.
+
+A handler is anything with ``async fence(request) -> FenceResult``. Built in here: a command
+run on the host (DRBD's ``fence-peer`` handler; exit codes as DRBD's: 0, 3 "peer already
+Inconsistent", 4 "peer Outdated", 5 "peer down", 6 "peer is Primary: refuse", 7 "peer fenced
+(STONITH)"). The Kubernetes handler that records the peer Outdated on the HACluster's Lease
+plugs in through the same interface. The engine holds writes while a fence is pending and
+retries a failed one with backoff; only success releases them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from hastack_common.logs import kv
+
+log = logging.getLogger(__name__)
+SUCCESS_CODES = {
+    0: "peer outdated",
+    3: "peer already Inconsistent",
+    4: "peer Outdated",
+    5: "peer down",
+    7: "peer fenced",
+}
+
+
+@dataclass(frozen=True)
+class FenceRequest:
+    resource: str
+    node_id: int  # this replica
+    peer_node_id: int
+    peer_name: str
+    peer_address: str
+
+
+@dataclass(frozen=True)
+class FenceResult:
+    ok: bool
+    detail: str
+
+
+class FencePeerHandler(Protocol):
+    async def fence(self, req: FenceRequest) -> FenceResult: ...
+
+
+class CommandFenceHandler:
+    """Runs ``argv`` with DRBD-style environment variables; the exit code decides."""
+
+    def __init__(self, argv: list[str], timeout: float) -> None:
+        self.argv, self.timeout = argv, timeout
+
+    async def fence(self, req: FenceRequest) -> FenceResult:
+        env = dict(
+            os.environ,
+            HASTACK_RESOURCE=req.resource,
+            HASTACK_NODE_ID=str(req.node_id),
+            HASTACK_PEER_NODE_ID=str(req.peer_node_id),
+            HASTACK_PEER_NAME=req.peer_name,
+            HASTACK_PEER_ADDRESS=req.peer_address,
+            DRBD_RESOURCE=req.resource,
+            DRBD_PEER_NODE_ID=str(req.peer_node_id),
+        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+        except OSError as exc:
+            return FenceResult(False, f"cannot run fence-peer handler {self.argv[0]}: {exc.strerror}")
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            return FenceResult(False, f"fence-peer handler timed out after {self.timeout}s")
+        code = proc.returncode or 0
+        text = out.decode(errors="replace").strip()[-500:]
+        if code in SUCCESS_CODES:
+            return FenceResult(True, f"exit {code}: {SUCCESS_CODES[code]} {text}".strip())
+        return FenceResult(False, f"fence-peer handler exit {code}: {text or 'no output'}")
+
+
+async def fence_until_done(
+    handler: FencePeerHandler,
+    req: FenceRequest,
+    still_needed: object,
+    backoff: tuple[float, float] = (0.5, 10.0),
+) -> FenceResult:
+    """Retry until success or until ``still_needed()`` says the fence is moot (peer back, demoted)."""
+    delay = backoff[0]
+    while True:
+        res = await handler.fence(req)
+        log.info("fence-peer", extra=kv(peer=req.peer_node_id, ok=res.ok, detail=res.detail))
+        if res.ok or not still_needed():  # type: ignore[operator]
+            return res
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, backoff[1])

@@ -1,0 +1,238 @@
+"""The NBD frontend: an asyncio server on a Unix socket (or loopback TCP), Primary only.
+
+Each connection parses every complete request in a socket read, serves reads inline, hands
+writes to the engine, and answers with one write per batch. Many requests are in flight per
+connection; reading pauses above a bound or while a peer link is congested (back-pressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from hastack_blockrepl import nbdproto as P
+from hastack_blockrepl.engine import PRIMARY, Engine
+from hastack_common.logs import kv
+
+log = logging.getLogger(__name__)
+MAX_IN_FLIGHT = 512
+FLAGS = (
+    P.TF_HAS_FLAGS
+    | P.TF_SEND_FLUSH
+    | P.TF_SEND_FUA
+    | P.TF_SEND_TRIM
+    | P.TF_SEND_WRITE_ZEROES
+    | P.TF_SEND_FAST_ZERO
+)
+
+
+class NbdConnection(asyncio.Protocol):
+    def __init__(self, server: NbdServer) -> None:
+        self.server, self.engine = server, server.engine
+        self.hs = P.ServerHandshake(server.exports(), default=server.export_name, refuse=server.refusal)
+        self.transport: asyncio.Transport | None = None
+        self.chunks: list[bytes] = []
+        self.have = 0
+        self.need = P.REQ.size
+        self.out: list[Any] = []
+        self.flush_scheduled = False
+        self.in_flight = 0
+        self.paused = False
+        self.closing = False
+        self.closed = False
+        self.structured = False
+        self.counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
+        self.transport.write(self.hs.greeting())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.counted:
+            self.engine.nbd_clients -= 1
+            self.server.conns.discard(self)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self._flush_out()
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.hs.state != "transmission":
+            out = self.hs.feed(data)
+            if out and self.transport:
+                self.transport.write(out)
+            if self.hs.state == "closed":
+                log.info("NBD client closed during negotiation", extra=kv(reason=self.hs.reason))
+                self.close()
+                return
+            if self.hs.state != "transmission":
+                return
+            self.structured = self.hs.structured
+            self.counted = True
+            self.engine.nbd_clients += 1
+            self.server.conns.add(self)
+            data = bytes(self.hs.buf)
+            self.hs.buf.clear()
+            if not data:
+                return
+        if self.closing:
+            return
+        self.chunks.append(data)
+        self.have += len(data)
+        if self.have < self.need:
+            return
+        buf = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        try:
+            reqs, pos = P.parse_requests(buf, 0, self.engine.size)
+        except P.ProtocolError as exc:
+            log.warning("NBD protocol error: disconnecting client", extra=kv(error=str(exc)))
+            self.close()
+            return
+        rest = buf[pos:]
+        self.chunks = [rest] if rest else []
+        self.have = len(rest)
+        self.need = P.REQ.size
+        if len(rest) >= P.REQ.size:
+            _, _, cmd, _, _, length = P.REQ.unpack_from(rest)
+            if cmd == P.CMD_WRITE:
+                self.need = P.REQ.size + length
+        for r in reqs:
+            self._handle(r)
+        self._flush_out()
+        self._maybe_pause()
+
+    def _handle(self, r: P.Request) -> None:
+        cmd, cookie = r.cmd, r.cookie
+        if r.error:
+            self.out.append(P.reply(cookie, r.error, self.structured, "request out of range or malformed"))
+            return
+        if cmd == P.CMD_DISC:
+            self.closing = True
+            self._maybe_close()
+            return
+        err = self.engine.check_io()
+        if err:
+            why = "this replica is not Primary" if self.engine.role != PRIMARY else "local disk unavailable"
+            self.out.append(P.reply(cookie, err, self.structured, why))
+            return
+        if cmd == P.CMD_READ:
+            try:
+                data = self.engine.read(r.offset, r.length)
+            except OSError:
+                self.out.append(P.reply(cookie, P.EIO, self.structured, "read error on the backing disk"))
+                return
+            self.out.append(P.read_reply_header(cookie, r.offset, r.length, self.structured))
+            self.out.append(data)
+            return
+        if cmd == P.CMD_CACHE:
+            self.out.append(P.reply(cookie, 0, self.structured))
+            return
+        self.in_flight += 1
+        done = self._completion(cookie)
+        fua = bool(r.flags & P.CMDF_FUA)
+        if cmd == P.CMD_WRITE:
+            self.engine.write(r.offset, r.data, fua, done)
+        elif cmd == P.CMD_FLUSH:
+            self.engine.flush(done)
+        elif cmd == P.CMD_TRIM:
+            self.engine.zero(r.offset, r.length, fua, done, trim=True)
+        else:
+            self.engine.zero(r.offset, r.length, fua, done)
+
+    def _completion(self, cookie: int) -> Any:
+        def done(err: int) -> None:
+            self.in_flight -= 1
+            if self.closed:
+                return
+            self.out.append(P.reply(cookie, err, self.structured, "I/O error" if err else ""))
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_out)
+            self._maybe_resume()
+            if self.closing:
+                self._maybe_close()
+
+        return done
+
+    def _flush_out(self) -> None:
+        self.flush_scheduled = False
+        if self.out and self.transport is not None and not self.closed:
+            self.transport.writelines(self.out)
+        self.out = []
+
+    def _maybe_close(self) -> None:
+        if self.in_flight == 0:
+            self.close()
+
+    def _maybe_pause(self) -> None:
+        if self.paused or self.transport is None:
+            return
+        if self.in_flight >= MAX_IN_FLIGHT or self.engine.congested():
+            self.paused = True
+            self.transport.pause_reading()
+            if self.engine.congested():
+                self.engine.on_uncongested(self._maybe_resume)
+
+    def _maybe_resume(self) -> None:
+        if self.paused and self.in_flight < MAX_IN_FLIGHT // 2 and not self.engine.congested():
+            self.paused = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+
+class NbdServer:
+    def __init__(self, engine: Engine, socket_path: str | None, listen: str | None, export_name: str) -> None:
+        self.engine, self.socket_path, self.listen, self.export_name = (
+            engine,
+            socket_path,
+            listen,
+            export_name,
+        )
+        self.servers: list[asyncio.AbstractServer] = []
+        self.conns: set[NbdConnection] = set()
+
+    def exports(self) -> dict[str, P.Export]:
+        desc = f"hastack blockrepl {self.engine.cfg.resource} node {self.engine.cfg.node_id}"
+        return {self.export_name: P.Export(self.export_name, self.engine.size, FLAGS, desc)}
+
+    def refusal(self) -> str:
+        if self.engine.role != PRIMARY:
+            return (
+                f"replica {self.engine.cfg.node_id} of {self.engine.cfg.resource} is Secondary: only the "
+                "Primary serves NBD (promote it with `primary`, or connect to the Primary)"
+            )
+        return ""
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.socket_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+            os.makedirs(os.path.dirname(self.socket_path) or ".", exist_ok=True)
+            self.servers.append(await loop.create_unix_server(lambda: NbdConnection(self), self.socket_path))
+            os.chmod(self.socket_path, 0o660)
+        if self.listen:
+            host, _, port = self.listen.rpartition(":")
+            self.servers.append(
+                await loop.create_server(lambda: NbdConnection(self), host.strip("[]"), int(port))
+            )
+
+    def disconnect_all(self) -> int:
+        n = len(self.conns)
+        for c in list(self.conns):
+            c.close()
+        return n
+
+    async def close(self) -> None:
+        for s in self.servers:
+            s.close()
+        self.disconnect_all()
+        if self.socket_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)

@@ -1,0 +1,679 @@
+"""The replication link to one peer: connect/accept, authenticate, decide sync, replicate, resync.
+
+Connection states (DRBD's words): StandAlone (not trying: admin disconnect, split brain,
+unrelated data), Connecting, Connected. Replication states: Off, Established, SyncSource,
+SyncTarget. The replica with the higher node id dials; both accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import struct
+from typing import Any
+
+from hastack_blockrepl import wire as W
+from hastack_blockrepl.bitmap import Bitmap
+from hastack_blockrepl.engine import PRIMARY, Engine
+from hastack_blockrepl.meta import INCONSISTENT, OUTDATED, UP_TO_DATE
+from hastack_blockrepl.resync import WINDOW, Progress, RateLimiter, digest, run_span, sync_set
+from hastack_blockrepl.syncdecide import DISCONNECT, NONE, SOURCE, TARGET, Decision, Policy, Side, decide_sync
+from hastack_common.logs import kv
+
+log = logging.getLogger(__name__)
+U64 = struct.Struct(">Q")
+BITMAP_CHUNK = 1 << 20
+
+
+class LinkProtocol(asyncio.Protocol):
+    """One TCP connection; authenticates, then hands frames to its PeerLink."""
+
+    def __init__(self, node: Replication, expect: int | None) -> None:
+        self.node, self.expect = node, expect
+        self.enc, self.dec = W.Encoder(None), W.Decoder(None, max_payload=4096)
+        self.nonce = os.urandom(W.NONCE_LEN)
+        self.peer_nonce = b""
+        self.peer_id: int | None = None
+        self.link: PeerLink | None = None
+        self.transport: asyncio.Transport | None = None
+        self.out: list[Any] = []
+        self.flush_scheduled = False
+        loop = asyncio.get_event_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.ready: asyncio.Future[None] = loop.create_future()  # authenticated, or closed
+        self.authed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        cfg = self.node.engine.cfg
+        self.send(self.enc.encode(W.HELLO, W.hello_payload(cfg.node_id, cfg.resource, self.nonce)))
+        self.flush()
+        asyncio.get_event_loop().call_later(cfg.net.connect_timeout, self._handshake_timeout)
+
+    def _handshake_timeout(self) -> None:
+        if not self.authed:
+            self.abort("handshake timed out")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in (self.closed, self.ready):
+            if not fut.done():
+                fut.set_result(None)
+        if self.link is not None:
+            self.link.detached(self, str(exc) if exc else "connection closed")
+
+    def pause_writing(self) -> None:
+        if self.link:
+            self.node.engine.set_congested(self.link.node_id, True)
+
+    def resume_writing(self) -> None:
+        if self.link:
+            self.node.engine.set_congested(self.link.node_id, False)
+
+    def send(self, parts: list[Any]) -> None:
+        self.out.extend(parts)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_event_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(self.out)
+        self.out = []
+
+    def abort(self, why: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            log.info("closing replication connection", extra=kv(peer=self.peer_id, reason=why))
+            self.flush()
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for f in self.dec.feed(data):
+                if self.link is not None:
+                    self.link.on_frame(f)
+                else:
+                    self._handshake(f)
+                if self.transport is None or self.transport.is_closing():
+                    break
+        except W.AuthError as exc:
+            self.node.engine.m.auth_failures.inc()
+            log.warning("replication peer failed authentication", extra=kv(error=str(exc)))
+            self.abort(str(exc))
+        except (W.WireError, ValueError, KeyError, TypeError) as exc:
+            log.warning("malformed replication traffic", extra=kv(peer=self.peer_id, error=str(exc)))
+            self.abort(str(exc))
+        self.flush()
+
+    def _handshake(self, f: W.Frame) -> None:
+        cfg = self.node.engine.cfg
+        if f.type == W.HELLO and self.peer_id is None:
+            nonce, meta = W.parse_hello(f.payload)
+            pid = int(meta["node"])
+            if meta.get("resource") != cfg.resource:
+                raise W.WireError(f"peer serves resource {meta.get('resource')!r}, not {cfg.resource!r}")
+            if pid not in self.node.links or (self.expect is not None and pid != self.expect):
+                raise W.AuthError(f"node {pid} is not a configured peer")
+            W.negotiate([int(v) for v in meta["versions"]])
+            self.peer_id, self.peer_nonce = pid, nonce
+            self.send(
+                self.enc.encode(
+                    W.AUTH, W.auth_response(self.node.secret, nonce, self.nonce, cfg.node_id, cfg.resource)
+                )
+            )
+            nonces = {cfg.node_id: self.nonce, pid: nonce}
+            self.enc.set_key(W.direction_key(self.node.secret, cfg.node_id, nonces))
+            self._peer_key = W.direction_key(self.node.secret, pid, nonces)
+        elif f.type == W.AUTH and self.peer_id is not None and not self.authed:
+            W.check_auth(self.node.secret, self.nonce, self.peer_nonce, self.peer_id, cfg.resource, f.payload)
+            self.dec.set_key(self._peer_key)
+            self.dec.max_payload = W.MAX_PAYLOAD
+            self.authed = True
+            assert self.transport is not None
+            self.transport.set_write_buffer_limits(high=cfg.net.max_buffer)
+            self.link = self.node.links[self.peer_id]
+            self.link.attached(self)
+            if not self.ready.done():
+                self.ready.set_result(None)
+        else:
+            raise W.WireError(f"unexpected {W.NAMES.get(f.type, f.type)} frame during the handshake")
+
+
+class PeerLink:
+    def __init__(self, node: Replication, node_id: int, name: str, address: str) -> None:
+        self.node, self.engine = node, node.engine
+        self.node_id, self.name, self.address = node_id, name or f"node-{node_id}", address
+        self.proto: LinkProtocol | None = None
+        self.conn = "Connecting"
+        self.repl = "Off"
+        self.peer_role = "Unknown"
+        self.peer_disk = "DUnknown"
+        self.standalone_reason = ""
+        self.split_brain = False
+        self.discard_my_data = False
+        self.decision: Decision | None = None
+        self.peer_state: dict[str, Any] | None = None
+        self.peer_bitmap = bytearray()
+        self.peer_decision: dict[str, Any] | None = None
+        self.progress: Progress | None = None
+        self.resync_task: asyncio.Task[None] | None = None
+        self.last_rx = 0.0
+        self.wake = asyncio.Event()
+        self.rs_window = asyncio.Semaphore(WINDOW)
+        self.rs_outstanding = 0
+        self.verify: dict[str, Any] = {}
+
+    # ---- the Link interface used by the engine ----------------------------------------------
+    @property
+    def replicating(self) -> bool:
+        return self.proto is not None and self.repl in ("Established", "SyncSource", "SyncTarget")
+
+    def _send(self, parts: list[Any]) -> None:
+        if self.proto is not None:
+            self.proto.send(parts)
+
+    def send_write(self, wid: int, offset: int, data: bytes | memoryview, fua: bool) -> None:
+        assert self.proto is not None
+        self.proto.send(
+            self.proto.enc.encode(W.WRITE, data, flags=W.F_FUA if fua else 0, id=wid, offset=offset)
+        )
+
+    def send_zero(self, wid: int, offset: int, length: int, fua: bool) -> None:
+        assert self.proto is not None
+        self.proto.send(
+            self.proto.enc.encode(
+                W.ZERO, U64.pack(length), flags=W.F_FUA if fua else 0, id=wid, offset=offset
+            )
+        )
+
+    def send_flush(self, fid: int) -> None:
+        assert self.proto is not None
+        self.proto.send(self.proto.enc.encode(W.FLUSH, id=fid))
+
+    def send_update(self) -> None:
+        if self.proto is not None and self.proto.authed:
+            self.proto.send(self.proto.enc.json(W.UPDATE, self._state()))
+
+    def oos_bytes(self) -> int:
+        return self.engine.bitmaps[self.node_id].count() * 4096
+
+    def status(self) -> dict[str, Any]:
+        lag = sum(p.length for p in self.engine.pending.values() if self.node_id in p.peers)
+        st: dict[str, Any] = {
+            "node_id": self.node_id,
+            "name": self.name,
+            "address": self.address,
+            "connection": self.conn,
+            "replication": self.repl,
+            "peer_role": self.peer_role,
+            "peer_disk": self.peer_disk,
+            "out_of_sync_bytes": self.oos_bytes(),
+            "unacked_bytes": lag,
+            "bitmap_uuid": f"{self.engine.bitmap_uuid(self.node_id):016X}",
+            "split_brain": self.split_brain,
+            "reason": self.standalone_reason,
+        }
+        if self.progress is not None:
+            st["sync"] = self.progress.status()
+        if self.verify:
+            st["verify"] = {k: v for k, v in self.verify.items() if not k.startswith("_")}
+        self.engine.m.update_peer(
+            self.node_id, self.conn, self.repl, st["out_of_sync_bytes"], lag, self.split_brain
+        )
+        return st
+
+    # ---- connection lifecycle ---------------------------------------------------------------
+    async def run(self) -> None:
+        """Dial the peer (only the higher node id dials) with capped, jittered backoff."""
+        net = self.engine.cfg.net
+        delay = net.reconnect_min
+        dials = self.engine.cfg.node_id > self.node_id
+        while True:
+            if self.conn == "StandAlone" or self.proto is not None or not dials:
+                self.wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                if self.proto is not None:
+                    delay = net.reconnect_min
+                continue
+            host, _, port = self.address.rpartition(":")
+            loop = asyncio.get_running_loop()
+            try:
+                _, proto = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: LinkProtocol(self.node, self.node_id), host.strip("[]"), int(port)
+                    ),
+                    net.connect_timeout,
+                )
+                await asyncio.wait_for(asyncio.shield(proto.ready), net.connect_timeout + 1)
+            except (TimeoutError, OSError):
+                pass
+            if self.proto is None:
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, net.reconnect_max)
+
+    def attached(self, proto: LinkProtocol) -> None:
+        if self.proto is not None:
+            self.proto.link = None  # the new connection wins; the old one dies quietly
+            old = self.proto
+            self.proto = None
+            self._lost(old, "replaced by a new connection")
+            old.abort("replaced")
+        if self.conn == "StandAlone":
+            proto.abort(f"StandAlone: {self.standalone_reason}")
+            proto.link = None
+            return
+        self.proto = proto
+        self.conn, self.repl = "Connected", "Off"
+        self.peer_state, self.peer_bitmap, self.peer_decision, self.decision = None, bytearray(), None, None
+        self.last_rx = asyncio.get_event_loop().time()
+        if self.engine.role == PRIMARY:
+            self.engine.hold(f"handshake:{self.node_id}", f"connecting node {self.node_id}", acks=False)
+        log.info("peer connected", extra=kv(peer=self.node_id))
+        self.engine.events.publish("peer-connected", peer=self.node_id)
+        proto.send(proto.enc.json(W.STATE, self._state()))
+        bm = self.engine.bitmaps[self.node_id].to_bytes()
+        for i in range(0, max(len(bm), 1), BITMAP_CHUNK):
+            last = i + BITMAP_CHUNK >= len(bm)
+            proto.send(
+                proto.enc.encode(W.BITMAP, bm[i : i + BITMAP_CHUNK], offset=i, flags=W.F_LAST if last else 0)
+            )
+        self.wake.set()
+        self.engine.spawn(self._pinger(proto))
+
+    def detached(self, proto: LinkProtocol, why: str) -> None:
+        if proto is self.proto:
+            self.proto = None
+            self._lost(proto, why)
+
+    def _lost(self, proto: LinkProtocol, why: str) -> None:
+        was = self.repl in ("Established", "SyncSource") and self.peer_disk == UP_TO_DATE
+        if self.resync_task is not None:
+            self.resync_task.cancel()
+            self.resync_task = None
+        if self.conn != "StandAlone":
+            self.conn = "Connecting"
+        self.repl, self.peer_role, self.peer_disk = "Off", "Unknown", "DUnknown"
+        self.engine.release(f"handshake:{self.node_id}")
+        self.engine.set_congested(self.node_id, False)
+        self.engine.peer_lost(self.node_id, was)
+        self.engine.spawn(self.engine.persist())
+        log.warning("peer connection lost", extra=kv(peer=self.node_id, reason=why))
+        self.engine.events.publish("peer-lost", peer=self.node_id, reason=why)
+        self.wake.set()
+
+    async def _pinger(self, proto: LinkProtocol) -> None:
+        net = self.engine.cfg.net
+        loop = asyncio.get_running_loop()
+        while self.proto is proto:
+            await asyncio.sleep(net.ping_interval)
+            if self.proto is not proto:
+                return
+            if loop.time() - self.last_rx > net.ping_timeout:
+                proto.abort(f"no traffic from node {self.node_id} for {net.ping_timeout}s (ping timeout)")
+                return
+            proto.send(proto.enc.encode(W.PING))
+
+    def standalone(self, why: str) -> None:
+        self.conn, self.standalone_reason = "StandAlone", why
+        if self.proto is not None:
+            self.proto.abort(why)
+        self.engine.events.publish(
+            "peer-standalone", peer=self.node_id, reason=why, split_brain=self.split_brain
+        )
+
+    def reconnect(self, discard_my_data: bool = False) -> None:
+        self.conn, self.standalone_reason, self.split_brain = "Connecting", "", False
+        self.discard_my_data = discard_my_data
+        self.wake.set()
+
+    # ---- handshake: state, bitmaps, decision ------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        e, sb = self.engine, self.engine.sb
+        return {
+            "current": sb.current,
+            "bitmap": e.bitmap_uuid(self.node_id),
+            "history": sb.history,
+            "disk": sb.disk_state,
+            "role": e.role,
+            "primary_since": sb.primary_since,
+            "changes": e.bitmaps[self.node_id].count(),
+            "crashed": e.crashed_primary,
+            "size": e.size,
+            "protocol": e.protocol,
+            "discard_my_data": self.discard_my_data,
+            "two_primaries": e.cfg.net.allow_two_primaries,
+        }
+
+    def _side(self, s: dict[str, Any], node_id: int) -> Side:
+        return Side(
+            node_id,
+            int(s["current"]),
+            int(s["bitmap"]),
+            tuple(s["history"][:2]),
+            s["disk"],  # type: ignore[arg-type]
+            s["role"] == PRIMARY,
+            float(s["primary_since"]),
+            int(s["changes"]),
+            bool(s["crashed"]),
+            bool(s.get("discard_my_data")),
+        )
+
+    def _decide(self) -> None:
+        assert self.peer_state is not None and self.proto is not None
+        ps, e = self.peer_state, self.engine
+        if ps["size"] != e.size:
+            d = Decision(
+                DISCONNECT,
+                reason=f"size mismatch: this replica {e.size} bytes, node {self.node_id} "
+                f"{ps['size']} bytes (resize the smaller one)",
+            )
+        elif ps["protocol"] != e.protocol:
+            d = Decision(
+                DISCONNECT, reason=f"protocol mismatch: {e.protocol} here, {ps['protocol']} on the peer"
+            )
+        elif ps["role"] == PRIMARY and e.role == PRIMARY and not e.cfg.net.allow_two_primaries:
+            d = Decision(DISCONNECT, reason="both replicas are Primary and two primaries are not allowed")
+        else:
+            sbp = e.cfg.split_brain
+            d = decide_sync(
+                self._side(self._state(), e.cfg.node_id),
+                self._side(ps, self.node_id),
+                Policy(sbp.after_sb_0pri, sbp.after_sb_1pri, sbp.after_sb_2pri),
+            )
+        self.decision = d
+        self.proto.send(
+            self.proto.enc.json(
+                W.DECIDE,
+                {"action": d.action, "full": d.full, "reason": d.reason, "split_brain": d.split_brain},
+            )
+        )
+        self._maybe_act()
+
+    def _maybe_act(self) -> None:
+        d, pd = self.decision, self.peer_decision
+        if d is None or pd is None:
+            return
+        e = self.engine
+        e.release(f"handshake:{self.node_id}")
+        mine = d.mirrored()
+        if (pd["action"], pd["full"]) != (mine.action, mine.full):
+            self.standalone(
+                f"sync decisions disagree: here {d.action}, on node {self.node_id} {pd['action']}"
+            )
+            return
+        self.peer_role = self.peer_state["role"] if self.peer_state else "Unknown"
+        self.peer_disk = self.peer_state["disk"] if self.peer_state else "DUnknown"
+        log.info("sync decision", extra=kv(peer=self.node_id, action=d.action, full=d.full, reason=d.reason))
+        e.events.publish(
+            "sync-decision",
+            peer=self.node_id,
+            action=d.action,
+            full=d.full,
+            reason=d.reason,
+            split_brain=d.split_brain,
+        )
+        self.discard_my_data = False
+        if d.action == DISCONNECT:
+            self.split_brain = d.split_brain
+            if d.pri_lost:
+                self.node.pri_lost(self.node_id, d.reason)
+            self.standalone(d.reason)
+            return
+        self.split_brain = False
+        if d.action == NONE:
+            self.repl = "Established"
+            if e.sb.disk_state == OUTDATED and self.peer_disk == UP_TO_DATE:
+                e.sb.disk_state = UP_TO_DATE  # same generation as an UpToDate peer: nothing was missed
+                e.spawn(e.persist())
+                e.m.update(e)
+            e.peer_established(self.node_id)
+            self._adopt_if_follower()
+        elif d.action == SOURCE:
+            self.repl, self.peer_disk = "SyncSource", INCONSISTENT
+            self.progress = Progress(total=self._sync_bits(d).count() * 4096)
+            e.peer_established(self.node_id)
+        elif d.action == TARGET:
+            self.repl = "SyncTarget"
+            e.sb.disk_state = INCONSISTENT
+            e.m.update(e)
+            self.resync_task = e.spawn(self._resync(self._sync_bits(d)))
+
+    def _sync_bits(self, d: Decision) -> Bitmap:
+        e = self.engine
+        theirs = Bitmap(e.size // 4096, self.peer_bitmap)
+        return sync_set(e.size // 4096, e.bitmaps[self.node_id], theirs, d.full)
+
+    def _adopt_if_follower(self) -> None:
+        """A Secondary in sync follows the Primary's data generation."""
+        e, ps = self.engine, self.peer_state
+        if (
+            ps
+            and e.role != PRIMARY
+            and ps["role"] == PRIMARY
+            and self.repl == "Established"
+            and e.sb.disk_state == UP_TO_DATE
+            and int(ps["current"]) != e.sb.current
+        ):
+            e.sb.rotate_history(e.sb.current)
+            e.sb.current = int(ps["current"])
+            e.spawn(e.persist())
+
+    # ---- frames -----------------------------------------------------------------------------
+    def on_frame(self, f: W.Frame) -> None:
+        assert self.proto is not None
+        self.last_rx = asyncio.get_event_loop().time()
+        e, t = self.engine, f.type
+        if t in (W.WRITE, W.ZERO, W.TRIM):
+            if self.decision is None or (
+                self.peer_role != PRIMARY and (self.peer_state or {}).get("role") != PRIMARY
+            ):
+                raise W.WireError("replicated write from a peer that is not Primary")
+            if e.cfg.net.protocol == "B":
+                self.proto.send(self.proto.enc.encode(W.ACK_RECV, id=f.id))
+            if t == W.WRITE:
+                e.apply_remote(f.offset, f.payload, len(f.payload))
+            else:
+                e.apply_remote(f.offset, None, U64.unpack(f.payload)[0], punch=t == W.TRIM)
+            if f.flags & W.F_FUA:
+                e.spawn(self._sync_then(W.ACK_WRITE, f.id, e.cfg.net.protocol != "B"))
+            elif e.cfg.net.protocol != "B":
+                self.proto.send(self.proto.enc.encode(W.ACK_WRITE, id=f.id))
+        elif t in (W.ACK_WRITE, W.ACK_RECV):
+            e.peer_ack(self.node_id, f.id)
+        elif t == W.FLUSH:
+            e.spawn(self._sync_then(W.ACK_FLUSH, f.id, True))
+        elif t == W.ACK_FLUSH:
+            e.peer_ack(self.node_id, f.id, flush=True)
+        elif t == W.PING:
+            self.proto.send(self.proto.enc.encode(W.PONG))
+        elif t == W.PONG:
+            pass
+        elif t == W.STATE:
+            self.peer_state = f.json()
+        elif t == W.BITMAP:
+            if f.offset != len(self.peer_bitmap):
+                raise W.WireError("bitmap chunk out of order")
+            self.peer_bitmap += f.payload
+            if f.flags & W.F_LAST:
+                self._decide()
+        elif t == W.DECIDE:
+            self.peer_decision = f.json()
+            self._maybe_act()
+        elif t == W.UPDATE:
+            self._on_update(f.json())
+        elif t == W.RS_REQ:
+            self._on_rs_req(f)
+        elif t in (W.RS_DATA, W.RS_SAME):
+            self._on_rs_reply(f)
+        elif t == W.RS_ACK:
+            e.bitmaps[self.node_id].clear(f.offset, f.id)
+            e.bm_dirty.add(self.node_id)
+            e.m.resync_bytes.labels(e.cfg.resource, str(self.node_id)).inc(f.id)
+            if self.progress:
+                self.progress.add(f.id, False)
+        elif t == W.RS_DONE:
+            self._on_rs_done(f.json())
+        elif t == W.OV_REQ:
+            same = digest(e.read_raw(f.offset, f.id)) == bytes(f.payload)
+            self.proto.send(
+                self.proto.enc.encode(W.OV_RES, b"\x01" if same else b"\x00", id=f.id, offset=f.offset)
+            )
+        elif t == W.OV_RES:
+            self.node.verify_result(self, f.offset, f.id, bytes(f.payload) == b"\x01")
+        elif t == W.ERROR:
+            self.standalone(f"peer refused: {bytes(f.payload).decode(errors='replace')}")
+        else:
+            raise W.WireError(f"unknown frame type {t}")
+
+    async def _sync_then(self, ack: int, fid: int, send: bool) -> None:
+        proto = self.proto
+        await asyncio.to_thread(os.fdatasync, self.engine.fd)
+        if send and proto is not None and proto is self.proto:
+            proto.send(proto.enc.encode(ack, id=fid))
+
+    def _on_update(self, st: dict[str, Any]) -> None:
+        if self.peer_state is not None:
+            self.peer_state.update(st)
+        if self.decision is not None:
+            self.peer_role = st["role"]
+            if self.repl != "SyncSource":
+                self.peer_disk = st["disk"]
+            self._adopt_if_follower()
+
+    # ---- resync: source side ----------------------------------------------------------------
+    def _on_rs_req(self, f: W.Frame) -> None:
+        assert self.proto is not None
+        if self.repl != "SyncSource":
+            raise W.WireError("resync request while not SyncSource")
+        data = self.engine.read_raw(f.offset, f.id)
+        if digest(data) == bytes(f.payload):
+            self.proto.send(self.proto.enc.encode(W.RS_SAME, id=f.id, offset=f.offset))
+        else:
+            self.proto.send(self.proto.enc.encode(W.RS_DATA, data, id=f.id, offset=f.offset))
+            if self.progress:
+                self.progress.sent += f.id
+
+    def _on_rs_done(self, msg: dict[str, Any]) -> None:
+        e = self.engine
+        if self.repl == "SyncSource":  # the target has every block: its generation becomes ours
+            _, slot = e.sb.slot(self.node_id)
+            e.sb.rotate_history(slot.bitmap_uuid)
+            slot.bitmap_uuid = 0
+            e.bitmaps[self.node_id].clear_all()
+            e.bm_dirty.add(self.node_id)
+            self.repl, self.peer_disk = "Established", UP_TO_DATE
+            e.spawn(e.persist())
+            assert self.proto is not None
+            self.proto.send(self.proto.enc.json(W.RS_DONE, {"current": e.sb.current}))
+            self._sync_finished()
+        elif self.repl == "SyncTarget":
+            if e.sb.current != int(msg["current"]):
+                e.sb.rotate_history(e.sb.current)
+                e.sb.current = int(msg["current"])
+            _, slot = e.sb.slot(self.node_id)
+            slot.bitmap_uuid = 0
+            e.bitmaps[self.node_id].clear_all()
+            e.bm_dirty.add(self.node_id)
+            e.sb.disk_state = UP_TO_DATE
+            self.repl = "Established"
+            e.crashed_primary = False
+            e.spawn(e.persist())
+            e.m.update(e)
+            self.send_update()
+            for other in self.node.links.values():
+                other.send_update()
+            self._sync_finished()
+
+    def _sync_finished(self) -> None:
+        st = self.progress.status() if self.progress else {}
+        log.info(
+            "resync finished", extra=kv(peer=self.node_id, **{k: v for k, v in st.items() if v is not None})
+        )
+        self.engine.events.publish("sync-finished", peer=self.node_id, **st)
+        self.engine.peer_established(self.node_id)
+
+    # ---- resync: target side ----------------------------------------------------------------
+    async def _resync(self, bits: Bitmap) -> None:
+        e = self.engine
+        await e.persist()  # Inconsistent is on disk before the first block changes
+        self.progress = Progress(total=bits.count() * 4096)
+        limiter = RateLimiter(e.cfg.sync.rate)
+        proto = self.proto
+        for first, n in list(bits.runs(max_bits=32)):
+            off, length = run_span(first, n, e.size)
+            await self.rs_window.acquire()
+            await limiter.take(length)
+            if self.proto is not proto or proto is None:
+                return
+            self.rs_outstanding += 1
+            proto.send(proto.enc.encode(W.RS_REQ, digest(e.read_raw(off, length)), id=length, offset=off))
+        while self.rs_outstanding and self.proto is proto:
+            await self.rs_window.acquire()
+            self.rs_window.release()
+            await asyncio.sleep(0.01)
+        if proto is not None and self.proto is proto:
+            proto.send(proto.enc.json(W.RS_DONE, {}))
+
+    def _on_rs_reply(self, f: W.Frame) -> None:
+        e = self.engine
+        if self.repl != "SyncTarget":
+            raise W.WireError("resync data while not SyncTarget")
+        if f.type == W.RS_DATA:
+            if len(f.payload) != f.id:
+                raise W.WireError("resync data length mismatch")
+            e.apply_remote(f.offset, f.payload, f.id)
+        e.bitmaps[self.node_id].clear(f.offset, f.id)
+        e.bm_dirty.add(self.node_id)
+        assert self.proto is not None
+        self.proto.send(self.proto.enc.encode(W.RS_ACK, id=f.id, offset=f.offset))
+        if self.progress:
+            self.progress.add(f.id, f.type == W.RS_DATA)
+        e.m.resync_bytes.labels(e.cfg.resource, str(self.node_id)).inc(f.id)
+        self.rs_outstanding -= 1
+        self.rs_window.release()
+
+
+class Replication:
+    """All peer links of this replica plus the listener."""
+
+    def __init__(self, engine: Engine, secret: bytes) -> None:
+        self.engine, self.secret = engine, secret
+        self.links: dict[int, PeerLink] = {}
+        for p in engine.cfg.peers:
+            self.links[p.node_id] = PeerLink(self, p.node_id, p.name, p.address)
+        engine.links = self.links  # type: ignore[assignment]
+        self.server: asyncio.AbstractServer | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.on_pri_lost: Any = None
+        self.on_verify: Any = None
+
+    async def start(self) -> None:
+        host, _, port = self.engine.cfg.net.listen.rpartition(":")
+        loop = asyncio.get_running_loop()
+        if self.links:
+            self.server = await loop.create_server(
+                lambda: LinkProtocol(self, None), host.strip("[]"), int(port), reuse_address=True
+            )
+        for link in self.links.values():
+            self.tasks.append(self.engine.spawn(link.run()))
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        if self.server is not None:
+            self.server.close()
+        for link in self.links.values():
+            if link.proto is not None:
+                link.proto.abort("shutting down")
+
+    def pri_lost(self, peer: int, why: str) -> None:
+        if self.on_pri_lost:
+            self.on_pri_lost(peer, why)
+
+    def verify_result(self, link: PeerLink, offset: int, length: int, same: bool) -> None:
+        if self.on_verify:
+            self.on_verify(link, offset, length, same)
