@@ -1,0 +1,86 @@
+"""Member status: what ``hastack.io/member-status`` and the ``status`` command show.
+
+The timeline of the last takeover records, per phase, the wall-clock time and the seconds since
+the failure was detected: detected, lease_acquired, volume_promoted, mounted, serving.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hastack_heartbeat import membership as m
+
+
+def _wall(now_mono: float, at_mono: float) -> str:
+    at = time.time() - (now_mono - at_mono)
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Timeline:
+    """Phases of this member's latest takeover, on the monotonic clock."""
+
+    start: float | None = None
+    reason: str = ""
+    previous: str = ""
+    kind: str = "failover"  # failover | switchover | initial
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def detected(self, now: float, reason: str, previous: str) -> None:
+        if self.start is not None and "serving" not in self.phases and now - self.start < 60:
+            return  # the same takeover: keep the earliest detection
+        self.start, self.reason, self.previous, self.phases = now, reason, previous, {"detected": now}
+        self.kind = ("switchover" if "released" in reason or "switchover" in reason
+                     else "initial" if not previous else "failover")
+
+    def phase(self, now: float, name: str) -> dict[str, float]:
+        """Record ``name`` now; returns every phase's seconds since detection (for the histogram)."""
+        if self.start is None:
+            self.detected(now, "start-up", "")
+        self.phases[name] = now
+        start = self.start if self.start is not None else now
+        return {k: v - start for k, v in self.phases.items() if k != "detected"} if name == "serving" else {}
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        if self.start is None:
+            return {}
+        return {
+            "kind": self.kind, "reason": self.reason, "from": self.previous,
+            "phases": {k: {"at": _wall(now, v), "seconds": round(v - self.start, 3)}
+                       for k, v in self.phases.items()},
+        }
+
+
+def member_status(st: m.State, now: float, timeline: Timeline, addrs: dict[str, Any]) -> dict[str, Any]:
+    lease = st.lease
+    return {
+        "member": st.params.me,
+        "role": st.role.value,
+        "reason": st.reason,
+        "epoch": st.epoch,
+        "eligible": m.eligible(st, now),
+        "blocked": st.blocked,
+        "fenceRemaining": None if st.fence_until is None else round(max(0.0, st.fence_until - now), 3),
+        "peers": {
+            p.name: {
+                "state": p.state.value,
+                "lastSeen": None if p.last_seen is None else round(now - p.last_seen, 3),
+                "active": p.active,
+                "epoch": p.epoch,
+                "address": str(addrs[p.name][0]) if p.name in addrs else None,
+            }
+            for p in st.peers.values()
+        },
+        "lease": None if lease is None else {
+            "holder": lease.holder,
+            "resourceVersion": lease.resource_version,
+            "observedAgo": round(now - st.observed_at, 3),
+            "renewedAgo": None if st.renewed_at is None else round(now - st.renewed_at, 3),
+            "apiReachable": st.api_ok,
+        },
+        "failures": len([f for f in st.failures if now - f < st.params.failure_timeout]),
+        "lastFailover": timeline.to_json(now),
+    }
