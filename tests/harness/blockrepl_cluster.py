@@ -6,43 +6,20 @@ import contextlib
 import hashlib
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.procs import Child, Supervisor, free_port, wait_for
 from hastack_common.ctlsock import ControlError, call_sync
 
+__all__ = ["Cluster", "Replica", "cluster", "free_port", "make_disk", "try_call", "wait_for"]
+
 SECRET = b"test-secret-0123456789abcdef"
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            got = cond()
-            if got:
-                return got
-        except Exception as exc:  # the condition may raise while the process starts
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_disk(path: Path, size: int) -> Path:
@@ -57,8 +34,9 @@ class Replica:
     node_id: int
     dir: Path
     cfg: dict[str, Any]
+    sup: Supervisor
     netns: str | None = None
-    proc: subprocess.Popen[bytes] | None = None
+    child: Child | None = None
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,21 +68,19 @@ class Replica:
         cmd = [sys.executable, "-m", "hastack_blockrepl", "--config", str(cfgp)]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        env = dict(os.environ, HASTACK_LOG_LEVEL="DEBUG" if os.environ.get("BLOCKREPL_DEBUG") else "INFO")
-        with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        env = {"HASTACK_LOG_LEVEL": "DEBUG" if os.environ.get("BLOCKREPL_DEBUG") else "INFO"}
+        self.child = self.sup.start(f"node{self.node_id}", cmd, env=env)
+        self.log = self.child.log_path
         if wait:
-            wait_for(
-                lambda: self.alive_or_raise() and self.status(), 30, f"node {self.node_id} control socket"
-            )
+            wait_for(self.up, 30, f"node {self.node_id} control socket")
 
     def up(self) -> bool:
         return self.alive_or_raise() and bool(self.status())
 
     def alive_or_raise(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.child is not None and not self.child.running:
             raise AssertionError(
-                f"node {self.node_id} exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                f"node {self.node_id} exited {self.child.proc.returncode}:\n{self.child.tail(40)}"
             )
         return True
 
@@ -117,18 +93,19 @@ class Replica:
     def peer(self, node_id: int) -> dict[str, Any]:
         return next(p for p in self.status()["peers"] if p["node_id"] == node_id)
 
+    @property
+    def running(self) -> bool:
+        return self.child is not None and self.child.running
+
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        """SIGKILL the replica process (a crash: no orderly metadata write)."""
+        if self.child is not None and self.child.running:
+            os.kill(self.child.pid, signal.SIGKILL)
+            self.child.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.child is not None:
+            self.child.stop(grace=15)
 
     def data_hash(self, size: int) -> str:
         h = hashlib.sha256()
@@ -155,9 +132,11 @@ class Cluster:
         addresses: list[str] | None = None,
         netns: list[str] | None = None,
         fence_cmd: list[str] | None = None,
+        net: dict[str, Any] | None = None,
         **extra: Any,
     ) -> None:
         self.root, self.size = root, size
+        self.sup = Supervisor(root / "logs")
         secret = root / "secret"
         secret.write_bytes(SECRET)
         ports = [free_port() for _ in range(n)]
@@ -185,11 +164,12 @@ class Cluster:
                 "fencing": "resource-only" if fence_cmd else "dont-care",
                 "metrics": {"listen": None},
             }
+            cfg["net"].update(net or {})
             if fence_cmd:
                 cfg["handlers"] = {"fencePeer": fence_cmd}
             for k, v in extra.items():
                 cfg[k] = v
-            self.replicas.append(Replica(i, root, cfg, netns[i] if netns else None))
+            self.replicas.append(Replica(i, root, cfg, self.sup, netns[i] if netns else None))
 
     def __getitem__(self, i: int) -> Replica:
         return self.replicas[i]
@@ -214,13 +194,10 @@ class Cluster:
         for r in self.replicas:
             with contextlib.suppress(Exception):
                 r.stop()
-            if r.proc is not None and r.proc.poll() is None:
-                r.kill()
+        self.sup.stop_all()
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- node {r.node_id}\n{r.log.read_text()[-4000:]}" for r in self.replicas if r.log.exists()
-        )
+        return "\n".join(f"--- node {r.node_id}\n{r.child.tail(40)}" for r in self.replicas if r.child)
 
 
 @contextlib.contextmanager
