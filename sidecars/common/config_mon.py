@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from hastack_common.consts import HEARTBEAT_SOCKET, MON_SOCKET, STATE_FILE
 from hastack_common.durations import parse_duration
 
 
@@ -70,20 +71,23 @@ class TcpCheck(_Model):
 
 
 class HttpCheck(_Model):
-    url: str | None = None  # full URL; otherwise built from the target, port and path
+    """CRD fields, plus what the operator renders from Secrets (clientCertFile, clientKeyFile, caFile)."""
+
     port: Port | None = None
     path: str = "/"
     method: str = "GET"
     headers: dict[str, str] = {}
     body: str | None = None
-    expected_status: list[Annotated[int, Field(ge=100, le=599)]] = []  # empty: any 2xx
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = []  # empty: 200-399
     body_regex: Regex | None = None
-    tls_verify: bool = True
-    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    follow_redirects: bool = True
+    client_cert_secret: str | None = None  # the operator mounts it and sets the two files below
     client_cert_file: str | None = None
     client_key_file: str | None = None
+    ca_file: str | None = None
     server_name: str | None = None
-    follow_redirects: bool = True
+    url: str | None = None  # a full URL instead of the target, port and path (standalone use)
     max_redirects: Annotated[int, Field(ge=0, le=50)] = 10
 
 
@@ -92,7 +96,7 @@ DnsType = Literal["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"]
 
 class DnsCheck(_Model):
     name: str
-    type: DnsType = "A"
+    record_type: DnsType = "A"
     server: str | None = None  # host or host:port; default: the target host, port 53
     expect: list[str] = []  # every listed answer must be present
     rcode: Literal["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED"] = "NOERROR"
@@ -101,23 +105,29 @@ class DnsCheck(_Model):
 class TlsCheck(_Model):
     port: Port | None = None
     server_name: str | None = None
-    min_days_left: Annotated[float, Field(ge=0)] = 14.0
-    tls_verify: bool = True
+    min_days_left: Annotated[float, Field(ge=0)] = 14
+    insecure_skip_verify: bool = False
     ca_file: str | None = None
 
 
 class ExecCheck(_Model):
     command: Annotated[list[str], Field(min_length=1)]
     expect_exit_code: int = 0
-    output_regex: Regex | None = None
+    expect_output: Regex | None = None
     env: dict[str, str] = {}
 
 
 PROBE_KINDS = ("tcp", "http", "https", "dns", "tls", "exec")
+ProbeType = Literal["tcp", "http", "https", "dns", "tls", "exec"]
 
 
 class Probe(_Model):
-    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", max_length=63)]
+    """One probe. ``type`` names the block that configures it (``https`` uses the ``http`` block);
+    tcp, http(s) and tls blocks may be left out (defaults), dns and exec need theirs. Without
+    ``type``, the one block given decides."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+    type: ProbeType | None = None
     interval: Duration = "30s"
     timeout: Duration = "5s"
     jitter: Duration | None = None  # default: 10 % of the interval
@@ -130,7 +140,12 @@ class Probe(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Probe:
-        _exactly_one(self, PROBE_KINDS, f"probe {self.name!r}")
+        blocks = [k for k in PROBE_KINDS if getattr(self, k) is not None]
+        if self.type is None and len(blocks) != 1:
+            kinds = ", ".join(PROBE_KINDS)
+            raise ValueError(f"probe {self.name!r} needs a type ({kinds}) or exactly one block")
+        if self.type in ("dns", "exec") and getattr(self, self.type) is None:
+            raise ValueError(f"probe {self.name!r}: a {self.type} probe needs the {self.type} block")
         if parse_duration(self.interval) <= 0:
             raise ValueError(f"probe {self.name!r}: interval must be positive")
         if parse_duration(self.timeout) <= 0:
@@ -139,65 +154,64 @@ class Probe(_Model):
 
     @property
     def kind(self) -> str:
+        if self.type is not None:
+            return self.type
         return next(k for k in PROBE_KINDS if getattr(self, k) is not None)
+
+    def http_check(self) -> HttpCheck:
+        return self.https or self.http or HttpCheck()
 
 
 class Alert(_Model):
-    """mon's alert rule: ``alertafter`` (N, optionally within a window), ``alertevery``, ``upalert``,
-    ``depend``."""
+    """mon's alert rule: ``alertafter`` (N in a row, or failuresWithin N within a window),
+    ``alertevery``, ``upalert``, ``depend``. Defaults are the CRD's."""
 
     after: Annotated[int, Field(ge=1)] = 1
     within: Duration | None = None
-    every: Duration | None = None
-    up_alert: bool = False
+    failures_within: Annotated[int, Field(ge=1)] | None = None
+    every: Duration = "1h"  # "0s": alert once per outage
+    up_alert: bool = True
     depends_on: list[str] = []
 
-
-class EventReceiver(_Model):
-    reason: str = "ProbeFailed"
-
-
-class WebhookReceiver(_Model):
-    url: str
-    timeout: Duration = "5s"
-    retries: Annotated[int, Field(ge=0, le=100)] = 5
-    backoff: Duration = "500ms"
-    max_backoff: Duration = "30s"
-    headers: dict[str, str] = {}
-    tls_verify: bool = True
-    ca_file: str | None = None
-
-
-class AlertmanagerReceiver(_Model):
-    url: str  # base URL, e.g. http://alertmanager:9093
-    timeout: Duration = "5s"
-    resend: Duration = "1m"
-    labels: dict[str, str] = {}
-
-
-class FailoverReceiver(_Model):
-    ha_cluster: str
-    socket: str = "/run/hastack/heartbeat.sock"
+    @model_validator(mode="after")
+    def _window(self) -> Alert:
+        if (self.within is None) != (self.failures_within is None):
+            raise ValueError("alert.within and alert.failuresWithin go together")
+        return self
 
 
 RECEIVER_KINDS = ("event", "webhook", "alertmanager", "failover")
 
 
 class Receiver(_Model):
+    """CRD fields (name, type, url, timeout, retries, headersSecret) plus mon's own knobs."""
+
     name: str
-    event: EventReceiver | None = None
-    webhook: WebhookReceiver | None = None
-    alertmanager: AlertmanagerReceiver | None = None
-    failover: FailoverReceiver | None = None
+    type: Literal["event", "webhook", "alertmanager", "failover"]
+    url: str | None = None
+    timeout: Duration = "5s"
+    retries: Annotated[int, Field(ge=1, le=100)] = 5  # delivery attempts before giving up
+    headers_secret: str | None = None  # the operator renders its keys into ``headers``
+    headers: dict[str, str] = {}
+    backoff: Duration = "500ms"  # first retry delay, doubled up to maxBackoff
+    max_backoff: Duration = "30s"
+    insecure_skip_verify: bool = False
+    ca_file: str | None = None
+    resend: Duration = "1m"  # alertmanager: push firing alerts again this often
+    labels: dict[str, str] = {}  # alertmanager: extra labels
+    reason: str = "ProbeFailed"  # event: the Event's reason for a down alert
+    ha_cluster: str | None = None  # failover: default spec.target.haCluster
+    socket: str = HEARTBEAT_SOCKET  # failover: heartbeat's control socket
 
     @model_validator(mode="after")
-    def _one(self) -> Receiver:
-        _exactly_one(self, RECEIVER_KINDS, f"receiver {self.name!r}")
+    def _url(self) -> Receiver:
+        if self.type in ("webhook", "alertmanager") and not self.url:
+            raise ValueError(f"receiver {self.name!r}: webhook and alertmanager receivers need url")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in RECEIVER_KINDS if getattr(self, k) is not None)
+        return self.type
 
 
 class ServiceMonitorSpec(_Model):
@@ -208,6 +222,8 @@ class ServiceMonitorSpec(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> ServiceMonitorSpec:
+        if any(r.type == "failover" and not (r.ha_cluster or self.target.ha_cluster) for r in self.receivers):
+            raise ValueError("a failover receiver needs target.haCluster (or its own haCluster)")
         probes, receivers = [p.name for p in self.probes], [r.name for r in self.receivers]
         for what, names in (("probe", probes), ("receiver", receivers)):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -229,9 +245,9 @@ class MonConfig(_Model):
     monitors: list[MonitorConfig] = []
     max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 256
     metrics_address: str = "0.0.0.0:9813"
-    control_socket: str = "/run/hastack/mon.sock"
+    control_socket: str = MON_SOCKET
     alerting: Literal["always", "active"] = "always"  # "active": only while this member is active
-    state_file: str = "/run/hastack/state.json"
+    state_file: str = STATE_FILE
     status_interval: Duration = "2s"
 
     @model_validator(mode="after")

@@ -4,10 +4,11 @@ One :class:`ProbeState` per probe carries everything the decision needs; the clo
 Semantics (mon.cf names in brackets):
 
 - **after** [alertafter N]: the alert condition holds after N consecutive failures, or, with
-  **within** [alertafter N T], after N failures within the last T seconds. Counting starts at
-  start-up, so nothing fires before N failures have been seen by this process (no storm).
+  **failuresWithin** M and **within** T [alertafter M T], after M failures within the last T
+  seconds. Counting starts at start-up, so nothing fires before that many failures have been
+  seen by this process (no storm).
 - **every** [alertevery]: while the condition holds, a fired alert is repeated once per period
-  (on the next failed result after the period has elapsed); without it, once per outage.
+  (on the next failed result after the period has elapsed); without it (0), once per outage.
 - **upAlert** [upalert]: when a fired alert's condition clears, an ``upalert`` is sent as well
   as the ``resolve`` (which always follows a fired alert, for Alertmanager).
 - **dependsOn** [depend]: while a dependency is down (its latest result failed) or not yet
@@ -27,7 +28,7 @@ from typing import Literal
 from hastack_common.config_mon import Alert
 from hastack_common.durations import format_duration, parse_duration
 
-AlertState = Literal["ok", "pending", "firing", "suppressed"]
+AlertState = Literal["ok", "pending", "alerting", "suppressed"]
 ActionKind = Literal["alert", "realert", "upalert", "resolve"]
 
 
@@ -41,16 +42,19 @@ class DepState(enum.Enum):
 class Rule:
     after: int = 1
     within: float | None = None
+    failures_within: int = 1
     every: float | None = None
     up_alert: bool = False
     depends_on: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: Alert) -> Rule:
+        every = parse_duration(spec.every)
         return cls(
             after=spec.after,
             within=parse_duration(spec.within) if spec.within else None,
-            every=parse_duration(spec.every) if spec.every else None,
+            failures_within=spec.failures_within or 1,
+            every=every if every > 0 else None,
             up_alert=spec.up_alert,
             depends_on=tuple(spec.depends_on),
         )
@@ -112,7 +116,7 @@ def evaluate(
     if rule.within is not None:
         times = tuple(t for t in times if t > now - rule.within)
         if not ok:
-            times = (*times, now)[-max(rule.after, 1) :]
+            times = (*times, now)[-rule.failures_within :]
     cf = 0 if ok else state.consecutive_failures + 1
     base = replace(
         state,
@@ -122,16 +126,16 @@ def evaluate(
         last_change=now if changed else state.last_change,
     )
     by_count = cf >= rule.after
-    by_window = rule.within is not None and len(times) >= rule.after
+    by_window = rule.within is not None and len(times) >= rule.failures_within
     if by_count:
         why = f"{cf} consecutive failures (after={rule.after})"
     elif by_window:
-        why = f"{len(times)} failures within {_fmt(rule.within or 0)} (after={rule.after})"
+        why = f"{len(times)} failures within {_fmt(rule.within or 0)} (failuresWithin={rule.failures_within})"
     else:
         why = ""
 
     if not why:  # the alert condition does not hold
-        if state.alert == "firing":
+        if state.alert == "alerting":
             reason = f"recovered; condition cleared after {state.alerts_sent} alert(s)"
             actions = [Action("resolve", reason, now, state.consecutive_failures)]
             if rule.up_alert:
@@ -155,7 +159,7 @@ def evaluate(
     ignored = [d for d in rule.depends_on if d not in deps]
     note = f"; dependency {', '.join(ignored)} not run here, ignored" if ignored else ""
 
-    if state.alert == "firing":
+    if state.alert == "alerting":
         assert state.alerted_at is not None
         if rule.every is None:
             return replace(base, reason=f"still down ({why}); alerted once, no every period{note}"), []
@@ -176,5 +180,5 @@ def evaluate(
         reason = f"suppressed: {why}, but this member is a standby (only the active member alerts)"
         return replace(base, alert="suppressed", reason=reason), []
     reason = f"alert: {why}{note}"
-    new = replace(base, alert="firing", alerted_at=now, alerts_sent=1, reason=reason)
+    new = replace(base, alert="alerting", alerted_at=now, alerts_sent=1, reason=reason)
     return new, [Action("alert", reason, now, cf)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 PROBE_LABELS = ("namespace", "monitor", "probe", "kind")
-ALERT_STATES = ("ok", "pending", "firing", "suppressed")
+ALERT_STATES = ("ok", "pending", "alerting", "suppressed")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -41,7 +41,7 @@ class Metrics:
         )
         self.alert_state = Gauge(
             "hastack_mon_alert_state",
-            "1 for the alert state each probe is in (ok, pending, firing, suppressed)",
+            "1 for the alert state each probe is in (ok, pending, alerting, suppressed)",
             (*PROBE_LABELS, "state"),
             registry=r,
         )

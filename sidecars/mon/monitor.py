@@ -112,6 +112,7 @@ class Runtime:
                     metrics=self.metrics,
                     http=self.prober.session,
                     events=self.event_sink,
+                    ha_cluster=m.spec.target.ha_cluster,
                 )
                 for r in m.spec.receivers
             ]
@@ -251,24 +252,36 @@ class Runtime:
 
     # -- status --------------------------------------------------------------------------
     def probe_status(self, key: Key) -> dict[str, Any]:
+        """One entry of ``status.probes[]`` in the CRD's shape (plus ``ok`` and ``latencySeconds``)."""
         run = self.probes[key]
-        s = run.state
+        s, last = run.state, run.last
+        result = None
+        if s.last_result is not None and last is not None:
+            result = f"{'success' if s.last_result else 'failure'}: {last.detail}"[:1024]
         return {
-            "lastResult": None if s.last_result is None else ("success" if s.last_result else "failure"),
+            "name": key[2],
+            "ok": s.last_result,
+            "lastResult": result,
             "consecutiveFailures": s.consecutive_failures,
             "lastChange": rfc3339(s.last_change) if s.last_change is not None else None,
-            "latency": round(run.last.duration, 6) if run.last else None,
-            "detail": run.last.detail if run.last else None,
-            "alertState": s.alert,
-            "reason": s.reason,
+            "latency": latency(last.duration) if last else None,
+            "latencySeconds": round(last.duration, 6) if last else None,
+            "alert": s.alert,
+            "reason": s.reason[:1024],
         }
 
     def status(self, namespace: str | None = None, monitor: str | None = None) -> dict[str, Any]:
+        """Per ServiceMonitor ("namespace/name"): ``probes[]``, ``summary``, ``alerting``."""
         out: dict[str, Any] = {}
         for key in sorted(self.probes):
             if (namespace and key[0] != namespace) or (monitor and key[1] != monitor):
                 continue
-            out.setdefault(f"{key[0]}/{key[1]}", {"probes": {}})["probes"][key[2]] = self.probe_status(key)
+            entry = out.setdefault(f"{key[0]}/{key[1]}", {"probes": []})
+            entry["probes"].append(self.probe_status(key))
+        for entry in out.values():
+            probes = entry["probes"]
+            entry["summary"] = f"{sum(p['ok'] is True for p in probes)}/{len(probes)} up"
+            entry["alerting"] = sum(p["alert"] == "alerting" for p in probes)
         return out
 
     async def _publish_status(self) -> None:
@@ -284,3 +297,8 @@ class Runtime:
                         monitor=name,
                         status=self.status(ns, name).get(f"{ns}/{name}", {}),
                     )
+
+
+def latency(seconds: float) -> str:
+    """A Go-style duration string with three significant digits: "0.412ms", "12.3ms", "1.5s"."""
+    return f"{seconds * 1000:.3g}ms" if seconds < 1 else f"{seconds:.3g}s"

@@ -117,28 +117,28 @@ class Prober:
 
     async def _dispatch(self, probe: Probe, target: Target, ns: str, timeout: float) -> str:
         host = target_host(target, ns)
-        if probe.tcp is not None:
-            return await tcp(host, _port(probe.tcp.port, target, "tcp"), probe.tcp)
-        if probe.http is not None or probe.https is not None:
-            check = probe.http or probe.https
-            assert check is not None
-            return await self.http(host, target, check, "https" if probe.https else "http")
-        if probe.dns is not None:
+        kind = probe.kind
+        if kind == "tcp":
+            c = probe.tcp or TcpCheck()
+            return await tcp(host, _port(c.port, target, "tcp"), c)
+        if kind in ("http", "https"):
+            return await self.http(host, target, probe.http_check(), kind)
+        if kind == "dns" and probe.dns is not None:
             return await dns(host, probe.dns, timeout)
-        if probe.tls is not None:
-            c = probe.tls
-            ctx = self._ssl(c.tls_verify, c.ca_file)
-            return await tls(host, _port(c.port, target, "tls"), c, ctx)
-        if probe.exec is not None:
+        if kind == "tls":
+            t = probe.tls or TlsCheck()
+            ctx = self._ssl(not t.insecure_skip_verify, t.ca_file)
+            return await tls(host, _port(t.port, target, "tls"), t, ctx)
+        if kind == "exec" and probe.exec is not None:
             return await run_exec(probe.exec)
-        raise ProbeFailure(f"probe {probe.name!r} has no check")
+        raise ProbeFailure(f"probe {probe.name!r}: no {kind} block")
 
     async def http(self, host: str, target: Target, c: HttpCheck, scheme: str) -> str:
         port = c.port or target.port or (443 if scheme == "https" else 80)
         url = c.url or f"{scheme}://{_bracket(host)}:{port}{c.path}"
         ctx: ssl.SSLContext | bool = False
         if url.startswith("https:"):
-            ctx = self._ssl(c.tls_verify, c.ca_file, c.client_cert_file, c.client_key_file)
+            ctx = self._ssl(not c.insecure_skip_verify, c.ca_file, c.client_cert_file, c.client_key_file)
         async with self.session().request(
             c.method,
             url,
@@ -149,9 +149,9 @@ class Prober:
             max_redirects=c.max_redirects,
             server_hostname=c.server_name,
         ) as resp:
-            ok_status = resp.status in c.expected_status if c.expected_status else 200 <= resp.status < 300
+            ok_status = resp.status in c.expect_status if c.expect_status else 200 <= resp.status < 400
             if not ok_status:
-                want = ",".join(map(str, c.expected_status)) or "2xx"
+                want = ",".join(map(str, c.expect_status)) or "200-399"
                 raise ProbeFailure(f"HTTP {resp.status} from {url}, expected {want}")
             if c.body_regex is not None:
                 raw = bytearray()
@@ -234,18 +234,19 @@ async def dns(host: str, c: DnsCheck, timeout: float) -> str:
         lambda: _DnsClient(qid), remote_addr=(server, port)
     )
     try:
-        transport.sendto(dnswire.build_query(qid, c.name, c.type))
+        transport.sendto(dnswire.build_query(qid, c.name, c.record_type))
         resp = dnswire.parse_response(await proto.answer)
     finally:
         transport.close()
     if resp.rcode != c.rcode:
-        raise ProbeFailure(f"{c.name} {c.type} @{server}:{port}: rcode {resp.rcode}, expected {c.rcode}")
-    got = [rdata for _, rtype, rdata in resp.answers if rtype == c.type]
+        where = f"{c.name} {c.record_type} @{server}:{port}"
+        raise ProbeFailure(f"{where}: rcode {resp.rcode}, expected {c.rcode}")
+    got = [rdata for _, rtype, rdata in resp.answers if rtype == c.record_type]
     missing = [e for e in c.expect if e not in got and e.rstrip(".") + "." not in got]
     if missing:
         answers = ", ".join(got) or "no answer"
-        raise ProbeFailure(f"{c.name} {c.type}: expected {', '.join(missing)}; got {answers}")
-    return f"{c.name} {c.type}: {', '.join(got) or resp.rcode}"
+        raise ProbeFailure(f"{c.name} {c.record_type}: expected {', '.join(missing)}; got {answers}")
+    return f"{c.name} {c.record_type}: {', '.join(got) or resp.rcode}"
 
 
 async def run_exec(c: ExecCheck) -> str:
@@ -272,6 +273,6 @@ async def run_exec(c: ExecCheck) -> str:
     if code != c.expect_exit_code:
         tail = text.strip().splitlines()[-1:] or [""]
         raise ProbeFailure(f"{c.command[0]} exited {code}, expected {c.expect_exit_code}: {tail[0][:200]}")
-    if c.output_regex is not None and not re.search(c.output_regex, text):
-        raise ProbeFailure(f"output of {c.command[0]} does not match {c.output_regex!r}")
+    if c.expect_output is not None and not re.search(c.expect_output, text):
+        raise ProbeFailure(f"output of {c.command[0]} does not match {c.expect_output!r}")
     return f"{c.command[0]} exited {code}"

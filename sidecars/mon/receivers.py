@@ -114,23 +114,23 @@ class Worker:
         metrics: Metrics,
         http: Callable[[], aiohttp.ClientSession],
         events: EventSink | None,
+        ha_cluster: str | None = None,
     ) -> None:
+        self.ha_cluster = spec.ha_cluster or ha_cluster or ""
         self.spec, self.namespace, self.monitor, self.uid = spec, namespace, monitor, uid
         self.metrics, self._http, self._events = metrics, http, events
         self.queue: asyncio.Queue[Notification] = asyncio.Queue(QUEUE_SIZE)
         self.firing: dict[str, Notification] = {}  # alertmanager: probe -> its firing alert
         self._task: asyncio.Task[None] | None = None
         self._resend: asyncio.Task[None] | None = None
-        w = spec.webhook
-        self.attempts = 1 + (w.retries if w else 4)
-        self.backoff = parse_duration(w.backoff) if w else 0.5
-        self.max_backoff = parse_duration(w.max_backoff) if w else 30.0
-        if spec.kind == "failover":
-            self.attempts = 3
+        self.attempts = spec.retries
+        self.backoff = parse_duration(spec.backoff)
+        self.max_backoff = parse_duration(spec.max_backoff)
+        self.timeout = parse_duration(spec.timeout)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"receiver {self.monitor}/{self.spec.name}")
-        if self.spec.alertmanager is not None:
+        if self.spec.type == "alertmanager":
             self._resend = asyncio.create_task(self._resend_loop())
 
     async def stop(self) -> None:
@@ -216,14 +216,13 @@ class Worker:
             raise DeliveryError(f"POST {url}: {type(exc).__name__}: {exc}") from exc
 
     async def _webhook(self, n: Notification) -> None:
-        w = self.spec.webhook
-        assert w is not None
-        ctx = tls_context(w.tls_verify, w.ca_file) if w.url.startswith("https:") else None
-        await self._post(w.url, n.payload(), parse_duration(w.timeout), w.headers, ctx)
+        r = self.spec
+        assert r.url is not None
+        ctx = tls_context(not r.insecure_skip_verify, r.ca_file) if r.url.startswith("https:") else None
+        await self._post(r.url, n.payload(), self.timeout, r.headers, ctx)
 
     def _am_alert(self, n: Notification, ends: float) -> dict[str, Any]:
-        am = self.spec.alertmanager
-        assert am is not None
+        am = self.spec
         return {
             "labels": {
                 "alertname": "HastackProbeDown",
@@ -244,8 +243,8 @@ class Worker:
         }
 
     async def _alertmanager(self, n: Notification, resend: bool = False) -> None:
-        am = self.spec.alertmanager
-        assert am is not None
+        am = self.spec
+        assert am.url is not None
         period = parse_duration(am.resend)
         if n.kind == "resolve":
             self.firing.pop(n.probe, None)
@@ -255,13 +254,11 @@ class Worker:
                 self.firing[n.probe] = n
             body = [self._am_alert(n, n.at + 4 * period)]
         url = am.url.rstrip("/") + "/api/v2/alerts"
-        await self._post(url, body, parse_duration(am.timeout), {})
+        await self._post(url, body, self.timeout, am.headers)
 
     async def _resend_loop(self) -> None:
         """Alertmanager forgets an alert past its endsAt: firing alerts are pushed again."""
-        am = self.spec.alertmanager
-        assert am is not None
-        period = parse_duration(am.resend)
+        period = parse_duration(self.spec.resend)
         while True:
             await asyncio.sleep(period)
             for n in list(self.firing.values()):
@@ -269,10 +266,8 @@ class Worker:
                     await self._alertmanager(dataclasses.replace(n, at=time.time()), resend=True)
 
     async def _failover(self, n: Notification) -> None:
-        f = self.spec.failover
-        assert f is not None
         req = FailoverRequest(
-            ha_cluster=f.ha_cluster,
+            ha_cluster=self.ha_cluster,
             reason=n.reason,
             monitor=f"{n.namespace}/{n.monitor}",
             probe=n.probe,
@@ -280,18 +275,16 @@ class Worker:
             requested_at=rfc3339(n.at),
         )
         try:
-            await ctlsock.call(f.socket, FAILOVER_CMD, req.model_dump(by_alias=True), timeout=5.0)
+            await ctlsock.call(self.spec.socket, FAILOVER_CMD, req.model_dump(by_alias=True), self.timeout)
         except ctlsock.ControlError as exc:  # with a cause: unreachable (retry); without: refused
             unreachable = exc.__cause__ is not None
-            raise DeliveryError(f"failover of {f.ha_cluster}: {exc}", retry=unreachable) from exc
+            raise DeliveryError(f"failover of {self.ha_cluster}: {exc}", retry=unreachable) from exc
 
     async def _event(self, n: Notification) -> None:
         if self._events is None:
             raise DeliveryError("no Kubernetes API client in this process (not in a pod?)", retry=False)
-        e = self.spec.event
-        assert e is not None
         up = n.kind == "upalert"
-        reason = "ProbeRecovered" if up else e.reason
+        reason = "ProbeRecovered" if up else self.spec.reason
         msg = f"probe {n.probe} ({n.probe_kind} {n.target}): {n.reason}; last result: {n.detail}"
         kind = "Normal" if up else "Warning"
         await self._events.emit(KubeEvent(n.namespace, n.monitor, self.uid, kind, reason, msg[:1000]))

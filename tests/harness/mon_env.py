@@ -286,8 +286,13 @@ class MonProcess:
         return call_sync(self.socket, cmd, args, timeout=5)
 
     def probe(self, monitor: str, probe: str, namespace: str = "default") -> dict[str, Any]:
-        status = self.call("status")
-        return dict(status[f"{namespace}/{monitor}"]["probes"][probe])
+        """One entry of the monitor's ``probes[]`` status, by name."""
+        status = self.call("status", namespace=namespace, monitor=monitor)
+        return next(p for p in status[f"{namespace}/{monitor}"]["probes"] if p["name"] == probe)
+
+    def probe_names(self, monitor: str, namespace: str = "default") -> set[str]:
+        status = self.call("status", namespace=namespace, monitor=monitor)
+        return {p["name"] for p in status[f"{namespace}/{monitor}"]["probes"]}
 
     @property
     def metrics_url(self) -> str:

@@ -20,7 +20,9 @@ def web_monitor(targets: Targets, alert: dict[str, Any], name: str = "web") -> d
             "target": {"host": "127.0.0.1", "port": targets.ports["http"]},
             "probes": [{"name": "health", "interval": "200ms", "timeout": "1s", "http": {"path": "/health"}}],
             "alert": alert,
-            "receivers": [{"name": "hook", "webhook": {"url": targets.url("/hook"), "backoff": "100ms"}}],
+            "receivers": [
+                {"name": "hook", "type": "webhook", "url": targets.url("/hook"), "backoff": "100ms"}
+            ],
         },
     }
 
@@ -54,12 +56,10 @@ def test_after_every_upalert_from_a_down_start(targets: Targets, mon_factory: Mo
     times = [ts(h) for h in got[:-1]]
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(times)), times  # every: 1s
     status = mon.probe("web", "health")
-    assert status["alertState"] == "ok" and status["lastResult"] == "success"
+    assert status["alert"] == "ok" and status["ok"] is True
     wait_for(lambda: mon.probe("web", "health")["consecutiveFailures"] == 0, 5, "status settles")
     n = len(got)
-    wait_for(
-        lambda: mon.call("status")["default/web"]["probes"]["health"]["reason"] == "success", 5, "steady"
-    )
+    wait_for(lambda: mon.probe("web", "health")["reason"] == "success", 5, "steady")
     assert len(hooks(targets)) == n  # nothing more while up
     history = [(h["monitor"], h["action"]) for h in mon.call("history") if h["action"] != "transition"]
     assert history == [("web", k) for k in ["alert", *["realert"] * (n - 2), "resolve", "upalert"]]
@@ -74,35 +74,42 @@ def test_depends_on_suppresses_the_child_until_the_parent_is_up(
         "name": "db",
         "spec": {
             "target": {"host": "127.0.0.1"},
-            "probes": [{"name": "up", "interval": "200ms", "exec": {"command": ["test", "-e", str(flag)]}}],
+            "probes": [
+                {
+                    "name": "up",
+                    "type": "exec",
+                    "interval": "200ms",
+                    "exec": {"command": ["test", "-e", str(flag)]},
+                }
+            ],
             "alert": {"after": 1, "upAlert": True},
-            "receivers": [{"name": "hook", "webhook": {"url": targets.url("/hook")}}],
+            "receivers": [{"name": "hook", "type": "webhook", "url": targets.url("/hook")}],
         },
     }
-    web = web_monitor(targets, {"after": 2, "dependsOn": ["db"]})
+    web = web_monitor(targets, {"after": 2, "dependsOn": ["db"], "upAlert": False})
     mon = mon_factory({"monitors": [db, web]})
-    wait_for(lambda: mon.probe("web", "health")["lastResult"] == "success", 10, "web probed")
-    wait_for(lambda: mon.probe("db", "up")["lastResult"] == "success", 10, "db probed")
+    wait_for(lambda: mon.probe("web", "health")["ok"] is True, 10, "web probed")
+    wait_for(lambda: mon.probe("db", "up")["ok"] is True, 10, "db probed")
     flag.unlink()
     targets.set_health(503)
     wait_for(lambda: ("db", "alert") in kinds(targets), 10, "db alert")
     wait_for(lambda: mon.probe("web", "health")["consecutiveFailures"] >= 6, 10, "web failing a while")
     web_status = mon.probe("web", "health")
-    assert web_status["alertState"] == "suppressed"
+    assert web_status["alert"] == "suppressed"
     assert "dependency db down" in web_status["reason"]
     assert kinds(targets) == [("db", "alert")]
     flag.touch()
     wait_for(lambda: ("web", "alert") in kinds(targets), 10, "web alert once db is up")
     assert kinds(targets) == [("db", "alert"), ("db", "upalert"), ("web", "alert")]
     targets.set_health(200)
-    wait_for(lambda: mon.probe("web", "health")["alertState"] == "ok", 10, "web recovered")
+    wait_for(lambda: mon.probe("web", "health")["alert"] == "ok", 10, "web recovered")
     assert kinds(targets) == [("db", "alert"), ("db", "upalert"), ("web", "alert")]  # web has no upAlert
 
 
 def test_webhook_retries_until_the_endpoint_recovers(targets: Targets, mon_factory: MonFactory) -> None:
     targets.admin("/admin/hook", {"fail": 3})
     targets.set_health(503)
-    mon = mon_factory({"monitors": [web_monitor(targets, {"after": 1})]})
+    mon = mon_factory({"monitors": [web_monitor(targets, {"after": 1, "every": "0s"})]})
     wait_for(lambda: hooks(targets), 15, "delivery after the endpoint recovers")
     assert kinds(targets) == [("web", "alert")]
     assert targets.admin("/admin/hooks")["refused"] == 3
@@ -119,20 +126,20 @@ def test_webhook_retries_until_the_endpoint_recovers(targets: Targets, mon_facto
 def test_reload_adds_probes_and_keeps_running_on_a_bad_file(
     targets: Targets, mon_factory: MonFactory
 ) -> None:
-    cfg: dict[str, Any] = {"monitors": [web_monitor(targets, {"after": 1})]}
+    cfg: dict[str, Any] = {"monitors": [web_monitor(targets, {"after": 1, "every": "0s"})]}
     mon = mon_factory(cfg)
-    wait_for(lambda: mon.probe("web", "health")["lastResult"] == "success", 10, "first probe")
+    wait_for(lambda: mon.probe("web", "health")["ok"] is True, 10, "first probe")
     tcp = {"name": "tcp", "interval": "200ms", "tcp": {"port": targets.ports["tcp"], "expect": "hello"}}
     cfg["monitors"][0]["spec"]["probes"].append(tcp)
     mon.write(cfg)
-    wait_for(lambda: mon.probe("web", "tcp")["lastResult"] == "success", 10, "reloaded probe")
+    wait_for(lambda: mon.probe("web", "tcp")["ok"] is True, 10, "reloaded probe")
     pid = mon.proc.pid
     mon.write({"monitors": [{"name": "broken", "spec": {"probes": []}}]})
     wait_for(lambda: "configuration refused" in mon.log(), 10, "refusal logged")
-    assert set(mon.call("status")["default/web"]["probes"]) == {"health", "tcp"}
+    assert mon.probe_names("web") == {"health", "tcp"}
     assert mon.proc.pid == pid and mon.proc.running()
     assert 'hastack_mon_config_reloads_total{result="error"}' in mon.metrics()
     cfg["monitors"][0]["spec"]["probes"] = [tcp]
     mon.write(cfg)
-    wait_for(lambda: set(mon.call("status")["default/web"]["probes"]) == {"tcp"}, 10, "probe removed")
+    wait_for(lambda: mon.probe_names("web") == {"tcp"}, 10, "probe removed")
     assert 'probe="health"' not in mon.metrics().split("hastack_mon_receiver")[0]

@@ -49,9 +49,9 @@ def test_http(targets: Targets) -> None:
     assert not r.ok and "does not match" in r.detail
     targets.set_health(503, "down")
     r = probe({"http": {"path": "/health"}}, t)
-    assert not r.ok and "HTTP 503" in r.detail and "expected 2xx" in r.detail
-    assert probe({"http": {"path": "/health", "expectedStatus": [503]}}, t).ok
-    assert probe({"http": {"path": "/nope", "expectedStatus": [404]}}, t).ok
+    assert not r.ok and "HTTP 503" in r.detail and "expected 200-399" in r.detail
+    assert probe({"http": {"path": "/health", "expectStatus": [503]}}, t).ok
+    assert probe({"http": {"path": "/nope", "expectStatus": [404]}}, t).ok
     assert probe(
         {
             "http": {
@@ -64,9 +64,9 @@ def test_http(targets: Targets) -> None:
         t,
     ).ok
     assert probe({"http": {"path": "/redirect"}}, t).ok  # followed to /health, now 200 again
-    r = probe({"http": {"path": "/redirect", "followRedirects": False}}, t)
+    r = probe({"http": {"path": "/redirect", "followRedirects": False, "expectStatus": [200]}}, t)
     assert not r.ok and "HTTP 302" in r.detail
-    assert probe({"http": {"path": "/redirect", "followRedirects": False, "expectedStatus": [302]}}, t).ok
+    assert probe({"http": {"path": "/redirect", "followRedirects": False, "expectStatus": [302]}}, t).ok
 
 
 def test_https_verification_and_client_certificates(targets: Targets, certs: Certs) -> None:
@@ -74,7 +74,7 @@ def test_https_verification_and_client_certificates(targets: Targets, certs: Cer
     r = probe({"https": {"path": "/health"}}, t)
     assert not r.ok and "CERTIFICATE_VERIFY_FAILED" in r.detail
     assert probe({"https": {"path": "/health", "caFile": certs.ca}}, t).ok
-    assert probe({"https": {"path": "/health", "tlsVerify": False}}, t).ok
+    assert probe({"https": {"path": "/health", "insecureSkipVerify": True}}, t).ok
     m = local(targets.ports["mtls"])
     assert not probe({"https": {"path": "/health", "caFile": certs.ca}}, m).ok
     ok: dict[str, Any] = {
@@ -165,7 +165,8 @@ def dns_server(sup: Supervisor) -> Iterator[int]:
 )
 def test_dns_answers(dns_server: int, name: str, rtype: str, expect: list[str]) -> None:
     r = probe(
-        {"dns": {"name": name, "type": rtype, "expect": expect, "server": f"127.0.0.1:{dns_server}"}}, local()
+        {"dns": {"name": name, "recordType": rtype, "expect": expect, "server": f"127.0.0.1:{dns_server}"}},
+        local(),
     )
     assert r.ok, r.detail
 
@@ -186,11 +187,11 @@ def test_tls_days_left(targets: Targets, certs: Certs, tmp_path: pathlib.Path) -
     r = probe({"tls": {"caFile": certs.ca, "minDaysLeft": 25}}, t)
     assert not r.ok and "expires in 20.0 days (< 25)" in r.detail
     assert not probe({"tls": {}}, t).ok  # unknown CA
-    assert probe({"tls": {"tlsVerify": False}}, t).ok
+    assert probe({"tls": {"insecureSkipVerify": True}}, t).ok
 
 
 def test_exec(tmp_path: pathlib.Path) -> None:
-    assert probe({"exec": {"command": ["sh", "-c", "echo ready"], "outputRegex": "^ready$"}}, local()).ok
+    assert probe({"exec": {"command": ["sh", "-c", "echo ready"], "expectOutput": "^ready$"}}, local()).ok
     r = probe({"exec": {"command": ["sh", "-c", "echo broken; exit 3"]}}, local())
     assert not r.ok and "exited 3, expected 0: broken" in r.detail
     assert probe({"exec": {"command": ["sh", "-c", "exit 3"], "expectExitCode": 3}}, local()).ok

@@ -37,7 +37,7 @@ def test_prometheus_scrapes_probe_series_as_the_target_goes_down_and_up(
     mon = mon_factory({"monitors": [monitor(targets, [])]})
     _, base = prometheus(sup, tmp_path, [f"127.0.0.1:{mon.port}"])
     success = 'hastack_probe_success{namespace="shop",monitor="web",probe="health"}'
-    firing = 'hastack_mon_alert_state{monitor="web",probe="health",state="firing"}'
+    firing = 'hastack_mon_alert_state{monitor="web",probe="health",state="alerting"}'
 
     def value(query: str) -> float | None:
         result = promql(base, query)
@@ -63,9 +63,9 @@ def test_alertmanager_lists_the_alert_while_down_and_resolves_it(
 ) -> None:
     _, base = alertmanager(sup, tmp_path)
     wait_for(lambda: http_json(f"{base}/api/v2/status"), 30, "Alertmanager up")
-    receivers = [{"name": "am", "alertmanager": {"url": base, "labels": {"team": "shop"}}}]
+    receivers = [{"name": "am", "type": "alertmanager", "url": base, "labels": {"team": "shop"}}]
     mon = mon_factory({"monitors": [monitor(targets, receivers)]})
-    wait_for(lambda: mon.probe("web", "health", "shop")["lastResult"] == "success", 10, "probed")
+    wait_for(lambda: mon.probe("web", "health", "shop")["ok"] is True, 10, "probed")
 
     def ours(active: bool) -> list[dict[str, Any]]:
         flags = "active=true" if active else "active=false&silenced=false&inhibited=false&unprocessed=false"
@@ -120,7 +120,7 @@ def test_failover_receiver_asks_heartbeat_once_per_outage(
     thread.start()
     try:
         ready.wait(10)
-        receivers = [{"name": "ha", "failover": {"haCluster": "shop-db", "socket": sock}}]
+        receivers = [{"name": "ha", "type": "failover", "haCluster": "shop-db", "socket": sock}]
         mon = mon_factory({"monitors": [monitor(targets, receivers, {"after": 3, "every": "500ms"})]})
         targets.set_health(503)
         wait_for(lambda: requests, 15, "the failover request")
@@ -134,7 +134,7 @@ def test_failover_receiver_asks_heartbeat_once_per_outage(
         assert (req.ha_cluster, req.monitor, req.probe) == ("shop-db", "shop/web", "health")
         assert req.reason == "alert: 3 consecutive failures (after=3)" and req.detail.startswith("HTTP 503")
         targets.set_health(200)
-        wait_for(lambda: mon.probe("web", "health", "shop")["alertState"] == "ok", 10, "recovered")
+        wait_for(lambda: mon.probe("web", "health", "shop")["alert"] == "ok", 10, "recovered")
         targets.set_health(503)
         wait_for(lambda: len(requests) >= 2, 15, "a second outage, a second request")
     finally:

@@ -54,12 +54,12 @@ TABLE = [
     ),
     ("every counted from the last alert", "FFFFFF", Rule(after=2, every=3.0), [(1, "alert"), (4, "realert")]),
     ("two outages, two alerts", "FFSFF", Rule(after=2), [(1, "alert"), (2, "resolve"), (4, "alert")]),
-    ("window: 3 of the last 5s", "FSFSF", Rule(after=3, within=5.0), [(4, "alert")]),
-    ("window: too spread out", "FSSSSSFSSSSSF", Rule(after=3, within=5.0), []),
+    ("window: 3 of the last 5s", "FSFSF", Rule(after=9, within=5.0, failures_within=3), [(4, "alert")]),
+    ("window: too spread out", "FSSSSSFSSSSSF", Rule(after=9, within=5.0, failures_within=3), []),
     (
         "window keeps firing while it holds",
         "FSFSFSSSSSS",
-        Rule(after=3, within=6.0),
+        Rule(after=9, within=6.0, failures_within=3),
         [(4, "alert"), (6, "resolve")],
     ),
 ]
@@ -74,7 +74,7 @@ def test_dependency_down_suppresses_then_fires_when_it_recovers() -> None:
     rule = Rule(after=2, depends_on=("db",))
     actions, state = run("FFFF", rule, deps={0: {"db": DOWN}, 3: {"db": UP}})
     assert actions == [(3, "alert")]
-    assert state.alert == "firing"
+    assert state.alert == "alerting"
 
 
 def test_dependency_reason_is_recorded() -> None:
@@ -110,7 +110,7 @@ def test_dependency_down_suppresses_realert() -> None:
 def test_standby_evaluates_but_does_not_alert_then_alerts_once_active() -> None:
     actions, state = run("FFFF", Rule(after=2), standby_until=2)
     assert actions == [(3, "alert")]
-    assert state.alert == "firing"
+    assert state.alert == "alerting"
     _, standby = run("FF", Rule(after=2), standby_until=5)
     assert "standby" in standby.reason
 
@@ -134,6 +134,7 @@ rules = st.builds(
     Rule,
     after=st.integers(1, 5),
     within=st.one_of(st.none(), st.floats(1, 10)),
+    failures_within=st.integers(1, 5),
     every=st.one_of(st.none(), st.floats(0.5, 10)),
     up_alert=st.booleans(),
 )
@@ -156,7 +157,8 @@ def test_properties(rule: Rule, results: str, step: float) -> None:
             assert a.reason
             if a.kind == "alert":
                 # never before `after` failures since start-up, only on a failed result
-                assert not firing and failures >= rule.after and not ok
+                needed = min(rule.after, rule.failures_within) if rule.within else rule.after
+                assert not firing and failures >= needed and not ok
                 firing, last_alert = True, now
             elif a.kind == "realert":
                 assert firing and rule.every is not None and now - last_alert >= rule.every - 1e-9
@@ -166,7 +168,7 @@ def test_properties(rule: Rule, results: str, step: float) -> None:
                 firing = False
             elif a.kind == "upalert":
                 assert rule.up_alert and any(b.kind == "resolve" for b in actions)
-        assert (state.alert == "firing") == firing
+        assert (state.alert == "alerting") == firing
         assert state.consecutive_failures == (0 if ok else state.consecutive_failures)
         assert state.reason
 
@@ -174,7 +176,7 @@ def test_properties(rule: Rule, results: str, step: float) -> None:
 @settings(max_examples=200, deadline=None)
 @given(rule=rules, results=sequences, dep_down=st.lists(st.booleans(), min_size=60, max_size=60))
 def test_no_alert_while_dependency_down(rule: Rule, results: str, dep_down: list[bool]) -> None:
-    rule = Rule(rule.after, rule.within, rule.every, rule.up_alert, ("db",))
+    rule = Rule(rule.after, rule.within, rule.failures_within, rule.every, rule.up_alert, ("db",))
     state = ProbeState()
     for i, c in enumerate(results):
         deps = {"db": DOWN if dep_down[i] else UP}
@@ -186,7 +188,7 @@ def test_no_alert_while_dependency_down(rule: Rule, results: str, dep_down: list
 @settings(max_examples=200, deadline=None)
 @given(rule=rules, results=sequences)
 def test_without_every_one_alert_per_outage(rule: Rule, results: str) -> None:
-    rule = Rule(rule.after, None, None, rule.up_alert)
+    rule = Rule(rule.after, None, 1, None, rule.up_alert)
     actions, _ = run(results, rule)
     outages = [run_ for run_ in results.split("S") if len(run_) >= rule.after]
     assert [k for _, k in actions if k == "alert"] == ["alert"] * len(outages)
