@@ -1,0 +1,3 @@
+module hastack.io/gate
+
+go 1.22
