@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,12 @@ SIZE = 64 << 20
 PER_JOB = 8 << 20
 
 
-def _kill_and_promote(c: Cluster, writer: object) -> None:
+def _kill_and_promote(c: Cluster, writer: subprocess.Popen[str]) -> None:
     c[0].kill()
-    out = writer.communicate(timeout=60)[0]  # type: ignore[attr-defined]
+    out = writer.communicate(timeout=60)[0]
     assert writer.returncode != 0, (
         "fio finished its pass before the kill: the test proves nothing\n" + out[-800:]
-    )  # type: ignore[attr-defined]
+    )
     wait_for(lambda: c[1].peer(0)["connection"] == "Connecting", 15, "node 1 to see node 0 gone")
     assert c[1].call("primary")["role"] == "Primary"
 
