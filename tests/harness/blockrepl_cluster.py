@@ -7,7 +7,7 @@ import hashlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,7 @@ class Cluster:
         netns: list[str] | None = None,
         fence_cmd: list[str] | None = None,
         net: dict[str, Any] | None = None,
+        peer_address: Callable[[int, int], str] | None = None,
         **extra: Any,
     ) -> None:
         self.root, self.size = root, size
@@ -152,7 +153,7 @@ class Cluster:
                 "nbd": {"socket": str(root / f"nbd{i}.sock"), "exportName": "r0"},
                 "controlSocket": str(root / f"ctl{i}.sock"),
                 "net": {
-                    "listen": addrs[i] if netns else f"127.0.0.1:{ports[i]}",
+                    "listen": "0.0.0.0:7788" if netns else f"127.0.0.1:{ports[i]}",
                     "protocol": protocol,
                     "secretFile": str(secret),
                     "pingInterval": "300ms",
@@ -160,7 +161,15 @@ class Cluster:
                     "reconnectMin": "100ms",
                     "reconnectMax": "1s",
                 },
-                "peers": [{"nodeId": j, "name": f"node{j}", "address": addrs[j]} for j in range(n) if j != i],
+                "peers": [
+                    {
+                        "nodeId": j,
+                        "name": f"node{j}",
+                        "address": peer_address(j, i) if peer_address else addrs[j],
+                    }
+                    for j in range(n)
+                    if j != i
+                ],
                 "fencing": "resource-only" if fence_cmd else "dont-care",
                 "metrics": {"listen": None},
             }
