@@ -479,6 +479,15 @@ class Engine:
         else:
             iozero.zero_range(self.fd, offset, length, punch=punch)
 
+    def adopt_generation(self, current: int, history: list[int]) -> None:
+        """Take a sync source's (or the Primary's) identifiers: this disk now holds that generation."""
+        if current == self.sb.current:
+            return
+        self.sb.current = current
+        hist = [int(h) for h in history][:2]
+        self.sb.history = hist + [0] * (2 - len(hist))
+        self.spawn(self.persist())
+
     # ---- status ---------------------------------------------------------------------------
     def day0(self) -> bool:
         return self.sb.current == DAY0

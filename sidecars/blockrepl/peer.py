@@ -461,9 +461,7 @@ class PeerLink:
             and e.sb.disk_state == UP_TO_DATE
             and int(ps["current"]) != e.sb.current
         ):
-            e.sb.rotate_history(e.sb.current)
-            e.sb.current = int(ps["current"])
-            e.spawn(e.persist())
+            e.adopt_generation(int(ps["current"]), ps["history"])
 
     # ---- frames -----------------------------------------------------------------------------
     def on_frame(self, f: W.Frame) -> None:
@@ -571,12 +569,12 @@ class PeerLink:
             self.repl, self.peer_disk = "Established", UP_TO_DATE
             e.spawn(e.persist())
             assert self.proto is not None
-            self.proto.send(self.proto.enc.json(W.RS_DONE, {"current": e.sb.current}))
+            self.proto.send(
+                self.proto.enc.json(W.RS_DONE, {"current": e.sb.current, "history": e.sb.history})
+            )
             self._sync_finished()
         elif self.repl == "SyncTarget":
-            if e.sb.current != int(msg["current"]):
-                e.sb.rotate_history(e.sb.current)
-                e.sb.current = int(msg["current"])
+            e.adopt_generation(int(msg["current"]), msg.get("history", []))
             _, slot = e.sb.slot(self.node_id)
             slot.bitmap_uuid = 0
             e.bitmaps[self.node_id].clear_all()
