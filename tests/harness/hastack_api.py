@@ -34,7 +34,8 @@ def install_crds(cp: ControlPlane, timeout: float = 60.0) -> None:
 
 def helm_template(namespace: str, release: str = "hastack", values: dict[str, Any] | None = None,
                   include_crds: bool = False) -> list[dict[str, Any]]:
-    argv = [str(binaries.find("helm")), "template", release, str(CHART), "--namespace", namespace]
+    argv = [str(binaries.find("helm")), "template", release, str(CHART), "--namespace", namespace,
+            "--kube-version", binaries.versions()["K8S_VERSION"]]
     if include_crds:
         argv.append("--include-crds")
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:

@@ -58,7 +58,8 @@ _safe_timings = [
     rule("duration(self.renewDeadline) < duration(self.leaseDuration)",
          "renewDeadline must be less than leaseDuration (the active demotes itself before its Lease "
          "can expire)", reason="FieldValueInvalid"),
-    rule("duration(self.deadTime) >= duration(self.keepalive) * 3",
+    rule("duration(self.deadTime) >= duration(self.keepalive) + duration(self.keepalive) + "
+         "duration(self.keepalive)",
          "deadTime must be at least 3 keepalives, or one lost packet declares a peer dead",
          reason="FieldValueInvalid"),
 ]

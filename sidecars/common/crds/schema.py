@@ -77,6 +77,10 @@ def boolean(description: str, *, default: bool | None = None) -> Schema:
 
 def obj(description: str, properties: dict[str, Schema], *, required: list[str] | None = None,
         default: Any = None, rules: list[Schema] | None = None, preserve_unknown: bool = False) -> Schema:
+    if default == {}:
+        # The API server checks a default against the object's CEL rules as written, without
+        # applying the children's defaults first: spell them out.
+        default = {k: v["default"] for k, v in properties.items() if "default" in v}
     s = _base("object", description, default, rules)
     s["properties"] = properties
     if required:
