@@ -1,0 +1,96 @@
+"""alerting: active (heartbeat's state file decides), and status events coalesced per interval."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from harness.mon_env import MonProcess, Targets, wait_for
+from hastack_common.state_file import GateState, write_state
+
+MonFactory = Callable[[dict[str, Any]], MonProcess]
+
+
+def spec(targets: Targets, interval: str = "200ms") -> dict[str, Any]:
+    return {
+        "target": {"host": "127.0.0.1", "port": targets.ports["http"]},
+        "probes": [{"name": "health", "type": "http", "interval": interval, "http": {"path": "/health"}}],
+        "alert": {"after": 2, "every": "0s", "upAlert": False},
+        "receivers": [{"name": "hook", "type": "webhook", "url": targets.url("/hook")}],
+    }
+
+
+def set_role(run: pathlib.Path, role: str) -> None:
+    write_state(run, GateState(member="m-0", role=role, serve=role == "active", generation=1))  # type: ignore[arg-type]
+
+
+def test_only_the_active_member_alerts(
+    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    set_role(run, "standby")
+    cfg = {
+        "alerting": "active",
+        "stateFile": str(run / "state.json"),
+        "monitors": [{"name": "web", "spec": spec(targets)}],
+    }
+    mon = mon_factory(cfg)
+    targets.set_health(503)
+    wait_for(lambda: mon.probe("web", "health")["consecutiveFailures"] >= 5, 10, "failing on the standby")
+    status = mon.probe("web", "health")
+    assert status["alert"] == "suppressed" and "standby" in status["reason"]
+    assert targets.admin("/admin/hooks")["hooks"] == []
+    set_role(run, "active")  # promoted: the next failed result alerts
+    hooks = wait_for(lambda: targets.admin("/admin/hooks")["hooks"], 10, "the alert once active")
+    assert [h["kind"] for h in hooks] == ["alert"]
+    assert mon.probe("web", "health")["alert"] == "alerting"
+
+
+def test_status_events_are_coalesced(targets: Targets, mon_factory: MonFactory) -> None:
+    mon = mon_factory({"statusInterval": "1s", "monitors": [{"name": "web", "spec": spec(targets, "100ms")}]})
+    wait_for(lambda: mon.probe("web", "health")["ok"] is True, 10, "first result")
+    events: list[dict[str, Any]] = []
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(mon.socket)
+    s.sendall(b'{"cmd": "events"}\n')
+    f = s.makefile("r")
+    assert json.loads(f.readline())["ok"]
+
+    def read() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in f:
+                events.append(json.loads(line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    start = time.monotonic()
+    flaps = 0
+    while time.monotonic() - start < 3:  # flap the target: many results change state
+        targets.set_health(503 if flaps % 2 == 0 else 200)
+        flaps += 1
+        time.sleep(0.1)
+    targets.set_health(200)
+    wait_for(lambda: mon.probe("web", "health")["ok"] is True, 10, "settled")
+
+    def last_status_up() -> bool:
+        status = [e for e in list(events) if e["event"] == "status"]
+        return bool(status) and status[-1]["status"]["summary"] == "1/1 up"
+
+    wait_for(last_status_up, 10, "the settled status published")
+    s.shutdown(socket.SHUT_RDWR)
+    s.close()
+    reader.join(5)
+    status = [e for e in events if e["event"] == "status"]
+    elapsed = time.monotonic() - start
+    assert status, events
+    assert len(status) <= elapsed / 1.0 + 1, [e.get("status", {}).get("summary") for e in status]
+    assert status[-1]["monitor"] == "web" and "probes" in status[-1]["status"]
+    transitions = [h for h in mon.call("history") if h["action"] == "transition"]
+    assert len(transitions) > len(status)  # many changes, few status events
