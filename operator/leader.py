@@ -103,7 +103,8 @@ class LeaderElector:
                     return False
                 raise
         spec = lease.spec or client.V1LeaseSpec()
-        record = (spec.holder_identity, spec.renew_time, lease.metadata.resource_version)
+        version = lease.metadata.resource_version if lease.metadata else None
+        record = (spec.holder_identity, spec.renew_time, version)
         if record != self._seen:
             self._seen, self._seen_at = record, time.monotonic()
         holder = spec.holder_identity

@@ -39,8 +39,8 @@ class Conditions:
         old = {c.get("type"): c for c in self.previous if isinstance(c, dict)}
         out = []
         for ctype, cond in self._new.items():
-            prev = old.get(ctype)
-            moved = prev is None or prev.get("status") != cond["status"]
+            prev = old.get(ctype) or {}
+            moved = prev.get("status") != cond["status"]
             out.append({
                 **cond,
                 "observedGeneration": self.generation,
