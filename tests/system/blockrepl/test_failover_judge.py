@@ -20,6 +20,7 @@ from harness.blockrepl_cluster import Cluster, cluster, wait_for
 
 SIZE = 64 << 20
 PER_JOB = 8 << 20
+STALL_PER_JOB = 32 << 20  # long enough that fio is still writing when the buffers fill
 
 
 def _kill_and_promote(c: Cluster, writer: subprocess.Popen[str]) -> None:
@@ -53,10 +54,10 @@ def test_stalled_secondary_then_primary_killed(tmp_path: Path, protocol: str, lo
     B/C: nothing was acknowledged while the Secondary could not confirm -> the judge passes.
     """
     net = {"pingTimeout": "60s", "pingInterval": "1s"}
-    with cluster(tmp_path, 2, size=SIZE, protocol=protocol, net=net) as c:
+    with cluster(tmp_path, 2, size=fio.JOBS * STALL_PER_JOB, protocol=protocol, net=net) as c:
         c.wait_connected()
         c[0].call("primary")
-        writer = fio.start_write(tmp_path / "fio", c[0].nbd_uri, PER_JOB, bs="64k")
+        writer = fio.start_write(tmp_path / "fio", c[0].nbd_uri, STALL_PER_JOB, bs="64k")
         wait_for(lambda: c[0].status()["counters"]["writes"] > 100, 60, "fio writing")
         assert c[1].child is not None
         os.kill(c[1].child.pid, signal.SIGSTOP)
@@ -74,7 +75,7 @@ def test_stalled_secondary_then_primary_killed(tmp_path: Path, protocol: str, lo
         writer.communicate(timeout=60)
         wait_for(lambda: c[1].peer(0)["connection"] == "Connecting", 15, "node 1 to see node 0 gone")
         c[1].call("primary")
-        res = fio.verify(tmp_path / "fio", c[1].nbd_uri, PER_JOB, bs="64k")
+        res = fio.verify(tmp_path / "fio", c[1].nbd_uri, STALL_PER_JOB, bs="64k")
         if loses:
             assert res.returncode != 0, "protocol A lost acknowledged writes, yet the judge passed"
         else:
