@@ -26,9 +26,7 @@ STALL_PER_JOB = 32 << 20  # long enough that fio is still writing when the buffe
 def _kill_and_promote(c: Cluster, writer: subprocess.Popen[str]) -> None:
     c[0].kill()
     out = writer.communicate(timeout=60)[0]
-    assert writer.returncode != 0, (
-        "fio finished its pass before the kill: the test proves nothing\n" + out[-800:]
-    )
+    assert writer.returncode != 0, "fio finished its pass before the kill: the test proves nothing\n" + out[-800:]
     wait_for(lambda: c[1].peer(0)["connection"] == "Connecting", 15, "node 1 to see node 0 gone")
     assert c[1].call("primary")["role"] == "Primary"
 

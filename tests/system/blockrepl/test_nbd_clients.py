@@ -115,12 +115,7 @@ def _raw_client(path: str) -> socket.socket:
     s.recv(18)
     s.sendall(struct.pack(">I", 3))
     name = b"r0"
-    s.sendall(
-        struct.pack(">QII", P.IHAVEOPT, P.OPT_GO, 6 + len(name))
-        + struct.pack(">I", len(name))
-        + name
-        + b"\0\0"
-    )
+    s.sendall(struct.pack(">QII", P.IHAVEOPT, P.OPT_GO, 6 + len(name)) + struct.pack(">I", len(name)) + name + b"\0\0")
     got = b""
     while not got.endswith(struct.pack(">QII", P.OPT_REPLY_MAGIC, P.OPT_GO, P.REP_ACK) + b"\0\0\0\0"):
         chunk = s.recv(4096)

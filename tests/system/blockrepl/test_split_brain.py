@@ -57,9 +57,7 @@ def resolved(c: Cluster, winner: int) -> None:
         ({"afterSb0Pri": "discard-least-changes"}, "2M", "256k", 0),
     ],
 )
-def test_after_sb_0pri_policies(
-    tmp_path: Path, policy: dict[str, str], len0: str, len1: str, winner: int
-) -> None:
+def test_after_sb_0pri_policies(tmp_path: Path, policy: dict[str, str], len0: str, len1: str, winner: int) -> None:
     with cluster(tmp_path, 2, size=SIZE, splitBrain=policy) as c:
         split(c, len0, len1)
         resolved(c, winner)
@@ -71,14 +69,11 @@ def test_disconnect_policy_leaves_both_standalone_with_split_brain(tmp_path: Pat
     with cluster(tmp_path, 2, size=SIZE) as c:
         split(c, "1M", "1M")
         for r in c.replicas:
-            wait_for(
-                lambda r=r: r.peer(1 - r.node_id)["split_brain"], 30, f"node {r.node_id} to see split brain"
-            )
+            wait_for(lambda r=r: r.peer(1 - r.node_id)["split_brain"], 30, f"node {r.node_id} to see split brain")
             p = r.peer(1 - r.node_id)
             assert p["connection"] == "StandAlone" and "split brain" in p["reason"]
-            assert 'hastack_blockrepl_split_brain{peer="%d",resource="r0"} 1.0' % (1 - r.node_id) in r.call(
-                "metrics"
-            )
+            metric = f'hastack_blockrepl_split_brain{{peer="{1 - r.node_id}",resource="r0"}} 1.0'
+            assert metric in r.call("metrics")
         # the operator resolves it: node 1 discards its changes
         c[1].call("connect", discard_my_data=True)
         c[0].call("connect")

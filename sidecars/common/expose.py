@@ -1,0 +1,194 @@
+"""Expose / unexpose: turn the Primary's NBD export into a local block device, and back.
+
+- With the kernel's nbd driver (``/dev/nbd0`` exists and ``nbd-client`` is installed) the
+  export is connected to a free ``/dev/nbdN``.
+- Elsewhere (this project's test machines): ``nbdfuse`` serves the export as one file in a
+  FUSE mount, and a loop device is attached to that file.
+
+Both are idempotent: an existing FUSE mount and a loop device already backed by the FUSE
+file (matched by backing inode, never by path) are reused, so a restarted caller finds what
+it left. ``unexpose`` flushes the device and removes everything in order: loop device, FUSE
+mount, nbdfuse process. Callers unmount any filesystem first (``unexpose`` refuses a device
+that is still mounted, with a message that says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import json
+import logging
+import os
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hastack_common.logs import kv
+
+log = logging.getLogger(__name__)
+TIMEOUT = 30.0
+
+
+class ExposeError(Exception):
+    """Expose or unexpose failed; the message names the step and the command's output."""
+
+
+@dataclass(frozen=True)
+class Exposed:
+    device: str  # /dev/loopN or /dev/nbdN
+    method: str  # "nbdfuse" or "nbd"
+    workdir: str  # where the FUSE mount, the pid file and the record live
+
+
+async def _run(*argv: str, timeout: float = TIMEOUT, check: bool = True) -> str:
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise ExposeError(f"{' '.join(argv)} timed out after {timeout}s") from None
+    text = out.decode(errors="replace").strip()
+    if check and proc.returncode:
+        raise ExposeError(f"{' '.join(argv)} failed (exit {proc.returncode}): {text}")
+    return text
+
+
+def _mountinfo() -> list[list[str]]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split() for line in f]
+
+
+def is_mountpoint(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(len(f) > 4 and f[4] == real for f in _mountinfo())
+
+
+def device_mounted(device: str) -> bool:
+    """True when a filesystem on ``device`` is mounted (matched by major:minor)."""
+    try:
+        st = os.stat(device)
+    except OSError:
+        return False
+    majmin = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    return any(len(f) > 2 and f[2] == majmin for f in _mountinfo())
+
+
+def kernel_nbd_available() -> bool:
+    return os.path.exists("/dev/nbd0") and any(
+        os.access(os.path.join(d, "nbd-client"), os.X_OK) for d in os.environ.get("PATH", "").split(":")
+    )
+
+
+async def loop_for(file: str) -> str | None:
+    """The loop device already attached to ``file`` (by backing inode), if any."""
+    try:
+        ino = os.stat(file).st_ino
+    except OSError:
+        return None
+    out = await _run("losetup", "--list", "--json", "--output", "NAME,BACK-INO", check=False)
+    with contextlib.suppress(ValueError):
+        for dev in json.loads(out or "{}").get("loopdevices", []):
+            if str(dev.get("back-ino")) == str(ino):
+                return str(dev["name"])
+    return None
+
+
+async def expose(uri: str, workdir: str, wait: float = TIMEOUT) -> Exposed:
+    """Make ``uri`` (an NBD URI such as ``nbd+unix:///r0?socket=/run/hastack/blockrepl-nbd.sock``)
+    a block device; returns it. Safe to call again: returns what is already there."""
+    wd = Path(workdir)
+    await asyncio.to_thread(wd.mkdir, parents=True, exist_ok=True)
+    if kernel_nbd_available():
+        return await _expose_kernel(uri, wd)
+    mnt, pidfile = wd / "fuse", wd / "nbdfuse.pid"
+    mnt.mkdir(exist_ok=True)
+    file = mnt / "nbd"
+    if not is_mountpoint(str(mnt)):
+        pidfile.unlink(missing_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            "nbdfuse", "-P", str(pidfile), str(mnt), uri, stdout=asyncio.subprocess.DEVNULL,
+            stderr=open(wd / "nbdfuse.log", "ab"),  # noqa: ASYNC230, SIM115 - a log handle for the child
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = asyncio.get_running_loop().time() + wait
+        while not (pidfile.exists() and file.exists()):
+            if proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
+                tail = (wd / "nbdfuse.log").read_text(errors="replace")[-500:]
+                raise ExposeError(f"nbdfuse did not serve {uri} at {mnt}: {tail or 'no output'}")
+            await asyncio.sleep(0.05)
+    device = await loop_for(str(file))
+    if device is None:
+        device = await _run("losetup", "--find", "--show", str(file))
+    exp = Exposed(device, "nbdfuse", str(wd))
+    (wd / "exposed.json").write_text(json.dumps(asdict(exp)))
+    log.info("exposed", extra=kv(device=device, method="nbdfuse", uri=uri))
+    return exp
+
+
+async def _expose_kernel(uri: str, wd: Path) -> Exposed:
+    rec = wd / "exposed.json"
+    if rec.exists():
+        old = Exposed(**json.loads(rec.read_text()))
+        if (await _run("nbd-client", "-check", old.device, check=False)).isdigit():
+            return old
+    sock = uri.split("socket=", 1)[1] if "socket=" in uri else ""
+    export = uri.split("///", 1)[1].split("?", 1)[0] if "///" in uri else ""
+    for dev in sorted(glob.glob("/dev/nbd[0-9]*"), key=lambda d: int(d[8:])):
+        if not (await _run("nbd-client", "-check", dev, check=False)).isdigit():
+            await _run("nbd-client", "-unix", sock, dev, "-N", export)
+            exp = Exposed(dev, "nbd", str(wd))
+            rec.write_text(json.dumps(asdict(exp)))
+            return exp
+    raise ExposeError("no free /dev/nbd* device")
+
+
+async def unexpose(workdir: str) -> None:
+    """Flush and remove the device exposed under ``workdir``; nothing is left. Idempotent."""
+    wd = Path(workdir)
+    rec = wd / "exposed.json"
+    exp = Exposed(**json.loads(rec.read_text())) if rec.exists() else None
+    mnt, pidfile = wd / "fuse", wd / "nbdfuse.pid"
+    if exp is not None and exp.method == "nbd":
+        if device_mounted(exp.device):
+            raise ExposeError(f"{exp.device} is still mounted: unmount it before unexpose")
+        await _run("blockdev", "--flushbufs", exp.device, check=False)
+        await _run("nbd-client", "-d", exp.device, check=False)
+        rec.unlink(missing_ok=True)
+        return
+    device = await loop_for(str(mnt / "nbd")) if is_mountpoint(str(mnt)) else None
+    if device is not None:
+        if device_mounted(device):
+            raise ExposeError(f"{device} is still mounted: unmount it before unexpose")
+        await _run("blockdev", "--flushbufs", device)  # fsync: reaches the Primary as NBD FLUSH
+        await _run("losetup", "--detach", device)
+    if is_mountpoint(str(mnt)):
+        await _run("fusermount3", "-u", str(mnt))
+    pid = _read_pid(pidfile)
+    if pid is not None:
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while _alive(pid) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - not our child
+            await asyncio.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+    rec.unlink(missing_ok=True)
+    log.info("unexposed", extra=kv(device=device, workdir=workdir))
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return False
