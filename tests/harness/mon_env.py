@@ -250,7 +250,9 @@ def alertmanager(sup: Supervisor, tmp: pathlib.Path) -> tuple[Child, str]:
 class MonProcess:
     """``hastack mon`` as a real process, its control socket and metrics URL."""
 
-    def __init__(self, sup: Supervisor, tmp: pathlib.Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self, sup: Supervisor, tmp: pathlib.Path, config: dict[str, Any], env: dict[str, str] | None = None
+    ) -> None:
         self.tmp = tmp
         self.socket = str(tmp / "mon.sock")
         self.port = free_port()
@@ -267,7 +269,7 @@ class MonProcess:
             "--metrics-address",
             f"127.0.0.1:{self.port}",
         ]
-        self.proc = sup.start("mon", argv, env={"HASTACK_LOG_LEVEL": "INFO"})
+        self.proc = sup.start("mon", argv, env={"HASTACK_LOG_LEVEL": "INFO", **(env or {})})
         wait_for(lambda: self.alive_or_fail() and os.path.exists(self.socket), 20, "mon control socket")
 
     def alive_or_fail(self) -> bool:

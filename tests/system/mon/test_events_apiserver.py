@@ -1,0 +1,95 @@
+"""The event receiver against a real kube-apiserver, with only the RBAC mon's ServiceAccount gets."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+from harness import samples
+from harness.controlplane import ControlPlane
+from harness.controlplane_pytest import control_plane  # noqa: F401 - the session fixture
+from harness.hastack_api import install_crds
+from harness.mon_env import MonProcess, Targets, wait_for
+from harness.procs import Supervisor
+
+NS = "mon-events"
+RBAC = f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: mon, namespace: {NS}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: mon-events, namespace: {NS}}}
+rules:
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: mon-events, namespace: {NS}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: mon-events}}
+subjects: [{{kind: ServiceAccount, name: mon, namespace: {NS}}}]
+"""
+
+
+def events(cp: ControlPlane) -> list[dict[str, Any]]:
+    out = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=web", "-o", "json")
+    return sorted(json.loads(out.stdout)["items"], key=lambda e: int(e["metadata"]["resourceVersion"]))
+
+
+def test_event_receiver_records_events_on_the_servicemonitor(
+    control_plane: ControlPlane,  # noqa: F811
+    targets: Targets,
+    sup: Supervisor,
+    tmp_path: pathlib.Path,
+) -> None:
+    cp = control_plane
+    install_crds(cp)
+    if cp.kubectl("get", "ns", NS, check=False).returncode != 0:
+        cp.kubectl("create", "namespace", NS)
+    cp.kubectl("apply", "-f", "-", input=RBAC)
+    body = samples.servicemonitor(
+        name="web",
+        namespace=NS,
+        target={"host": "127.0.0.1", "port": targets.ports["http"]},
+        probes=[
+            {
+                "name": "health",
+                "type": "http",
+                "interval": "250ms",
+                "timeout": "250ms",
+                "http": {"path": "/health"},
+            }
+        ],
+        alert={"after": 2, "every": "0s"},
+        receivers=[{"name": "events", "type": "event"}],
+    )
+    cp.kubectl("apply", "-f", "-", input=json.dumps(body))
+    stored = json.loads(cp.kubectl("get", "servicemonitors.hastack.io", "web", "-n", NS, "-o", "json").stdout)
+    kubeconfig = cp.kubeconfig_for_service_account(NS, "mon", path=tmp_path / "mon.kubeconfig")
+    config = {
+        "monitors": [
+            {"name": "web", "namespace": NS, "uid": stored["metadata"]["uid"], "spec": stored["spec"]}
+        ]
+    }  # the spec as the API server stored it (defaults applied)
+    mon = MonProcess(sup, tmp_path, config, env={"KUBECONFIG": str(kubeconfig)})
+    wait_for(lambda: mon.probe("web", "health", NS)["ok"] is True, 10, "first probe")
+    targets.set_health(503)
+    down = wait_for(lambda: events(cp), 20, "the Warning event")
+    e = down[0]
+    assert (e["type"], e["reason"]) == ("Warning", "ProbeFailed")
+    assert e["involvedObject"]["kind"] == "ServiceMonitor"
+    assert e["involvedObject"]["apiVersion"] == "hastack.io/v1alpha1"
+    assert e["involvedObject"]["uid"] == stored["metadata"]["uid"]
+    assert "2 consecutive failures" in e["message"] and "HTTP 503" in e["message"]
+    assert e["source"]["component"] == "hastack-mon"
+    targets.set_health(200)
+    got = wait_for(
+        lambda: [x for x in events(cp) if x["reason"] == "ProbeRecovered"], 20, "the recovery event"
+    )
+    assert got[0]["type"] == "Normal"
+    assert [x["reason"] for x in events(cp)] == ["ProbeFailed", "ProbeRecovered"]
+    assert "hastack_mon_receiver_delivery_failures_total{" not in mon.metrics()
