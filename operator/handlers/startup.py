@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
 import kubernetes
 
 from hastack_common import consts
+from hastack_operator.k8s import Kube
+
+DEFAULT_IMAGE = "hastack:0.1.0"
 
 
 @kopf.on.login()
@@ -27,4 +31,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
-    memo.api = kubernetes.client.ApiClient()
+    settings.execution.max_workers = 8
+    memo.kube = Kube(kubernetes.client.ApiClient())
+    memo.image = os.environ.get("HASTACK_IMAGE", DEFAULT_IMAGE)

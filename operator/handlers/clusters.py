@@ -1,0 +1,39 @@
+"""HACluster: one level-triggered reconcile; member pods' reports refresh the status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from hastack_common import consts
+from hastack_operator.handlers.common import run
+from hastack_operator.reconcile import hacluster, status_only
+
+G, V, P = consts.GROUP, consts.VERSION, consts.HACLUSTERS
+
+
+@kopf.on.resume(G, V, P, id="reconcile")
+@kopf.on.create(G, V, P, id="reconcile")
+@kopf.on.update(G, V, P, field="spec", id="reconcile")
+@kopf.timer(G, V, P, interval=300, initial_delay=300, id="resync")
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    def step() -> dict[str, Any]:
+        outcome = hacluster.reconcile(memo.kube, dict(body), memo.image)
+        if outcome.retry_after:
+            patch.status.update(outcome.status)
+            raise kopf.TemporaryError(outcome.status["conditions"][0]["message"], delay=outcome.retry_after)
+        return outcome.status
+
+    run(P, "reconcile", body, patch, step)
+
+
+@kopf.timer(G, V, P, interval=15, initial_delay=15, id="status")
+def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    run(P, "status", body, patch, lambda: status_only.cluster(memo.kube, dict(body)))
+
+
+@kopf.on.event("", "v1", "pods", labels={consts.LABEL_CLUSTER: kopf.PRESENT})
+def member_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A member published a report (or changed phase): refresh its cluster's and volume's status."""
+    status_only.from_pod(memo.kube, dict(body))

@@ -1,0 +1,21 @@
+"""ReplicatedVolume: accepted, validated against its HACluster, status from the replicas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from hastack_common import consts
+from hastack_operator.handlers.common import run
+from hastack_operator.reconcile import volume
+
+G, V, P = consts.GROUP, consts.VERSION, consts.REPLICATEDVOLUMES
+
+
+@kopf.on.resume(G, V, P, id="reconcile")
+@kopf.on.create(G, V, P, id="reconcile")
+@kopf.on.update(G, V, P, field="spec", id="reconcile")
+@kopf.timer(G, V, P, interval=60, initial_delay=60, id="resync")
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    run(P, "reconcile", body, patch, lambda: volume.reconcile(memo.kube, dict(body)))

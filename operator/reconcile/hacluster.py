@@ -1,0 +1,104 @@
+"""Reconcile a HACluster: build the whole desired set, apply it, prune the rest, report status.
+
+Level-triggered: the same function runs on create, spec change, resume and a slow timer,
+and from any starting point converges on the same objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from hastack_common import consts
+from hastack_common.logs import kv
+from hastack_operator.k8s import Kube
+from hastack_operator.resources import cluster_objects, names
+from hastack_operator.resources import status as status_builder
+from hastack_operator.resources.cluster_set import PRUNABLE, desired, key, owned
+from hastack_operator.resources.conditions import Conditions
+from hastack_operator.resources.config import config_map
+from hastack_operator.resources.spec import HACluster, ReplicatedVolume, SpecError, check_volume_fits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    applied: int = 0
+    pruned: int = 0
+    retry_after: float | None = None  # a condition to wait for (e.g. the volume does not exist yet)
+
+
+def monitors_for(kube: Kube, cluster: HACluster) -> list[dict[str, Any]]:
+    items = kube.list(consts.API_VERSION, "ServiceMonitor", cluster.namespace)
+    chosen = [m for m in items if ((m.get("spec") or {}).get("target") or {}).get("haCluster") == cluster.name
+              and not m["metadata"].get("deletionTimestamp")]
+    return sorted(chosen, key=lambda m: m["metadata"]["name"])
+
+
+def volume_for(kube: Kube, cluster: HACluster) -> ReplicatedVolume | None:
+    ref = cluster.resource("volume")
+    if ref is None:
+        return None
+    body = kube.get(consts.API_VERSION, "ReplicatedVolume", cluster.namespace, ref.name)
+    return ReplicatedVolume.from_body(body) if body else None
+
+
+def ensure_secret(kube: Kube, cluster: HACluster) -> None:
+    """Created once with fresh keys; an existing Secret is never rewritten."""
+    name = names.secret(cluster.name)
+    if kube.get("v1", "Secret", cluster.namespace, name) is None:
+        kube.create(owned(cluster_objects.auth_secret(cluster), cluster))
+        log.info("created auth secret", extra=kv(cluster=cluster.name, secret=name))
+
+
+def prune(kube: Kube, cluster: HACluster, wanted: list[dict[str, Any]]) -> int:
+    keep = {key(o) for o in wanted}
+    selector = f"{consts.LABEL_CLUSTER}={cluster.name}"
+    pruned = 0
+    for api_version, kind in PRUNABLE:
+        for obj in kube.list(api_version, kind, cluster.namespace, selector):
+            meta = obj["metadata"]
+            mine = any(r.get("uid") == cluster.uid for r in meta.get("ownerReferences") or [])
+            if mine and (api_version, kind, meta["name"]) not in keep:
+                kube.delete(api_version, kind, cluster.namespace, meta["name"], uid=meta.get("uid"))
+                pruned += 1
+                log.info("pruned", extra=kv(cluster=cluster.name, kind=kind, name=meta["name"]))
+    return pruned
+
+
+def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | None = None) -> Outcome:
+    now = now or dt.datetime.now(dt.UTC)
+    cluster = HACluster.from_body(body)
+    old = dict(body.get("status") or {})
+    volume = volume_for(kube, cluster)
+    try:
+        check_volume_fits(cluster, volume)
+    except SpecError as exc:
+        conds = Conditions(cluster.generation, list(old.get("conditions") or []), now=now)
+        conds.error("Accepted", "WaitingForVolume" if volume is None else "InvalidSpec", str(exc))
+        return Outcome({"phase": "Pending", "observedGeneration": cluster.generation,
+                        "conditions": conds.to_list()}, retry_after=10.0)
+    wanted = desired(cluster, volume, monitors_for(kube, cluster), image)
+    ensure_secret(kube, cluster)
+    for obj in wanted:
+        kube.apply(obj)
+    pruned = prune(kube, cluster, wanted)
+    pods = kube.list("v1", "Pod", cluster.namespace, f"{consts.LABEL_CLUSTER}={cluster.name}")
+    members = [status_builder.member_from_pod(p, now) for p in pods]
+    status = status_builder.cluster_status(cluster.generation, old, members,
+                                           names.members(cluster.name, cluster.replicas), now)
+    conds = Conditions(cluster.generation, status["conditions"], now=now)
+    conds.success("Accepted", "SpecAccepted", f"{len(wanted)} objects applied")
+    status["conditions"] = conds.to_list()
+    return Outcome(status, applied=len(wanted), pruned=pruned)
+
+
+def refresh_config(kube: Kube, body: dict[str, Any], image: str) -> None:
+    """Re-render only the members' ConfigMap (a ServiceMonitor changed): sidecars reload it."""
+    cluster = HACluster.from_body(body)
+    volume = volume_for(kube, cluster)
+    kube.apply(owned(config_map(cluster, volume, monitors_for(kube, cluster)), cluster))

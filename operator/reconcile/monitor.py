@@ -1,0 +1,38 @@
+"""Reconcile a ServiceMonitor: its configuration reaches the mon sidecars of the target
+HACluster (through that cluster's ConfigMap, no pod roll), or a standalone mon Deployment."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from hastack_common import consts
+from hastack_operator.k8s import Kube
+from hastack_operator.reconcile import hacluster
+from hastack_operator.resources.conditions import Conditions
+from hastack_operator.resources.validation import spec_problems
+
+
+def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or dt.datetime.now(dt.UTC)
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 0)
+    old = dict(body.get("status") or {})
+    conds = Conditions(generation, list(old.get("conditions") or []), now=now)
+    problems = spec_problems(consts.SERVICEMONITORS, dict(body.get("spec") or {}), meta["name"])
+    if problems:
+        conds.error("Accepted", "InvalidSpec", "; ".join(problems))
+        return {"observedGeneration": generation, "conditions": conds.to_list()}
+    target = (body.get("spec") or {}).get("target") or {}
+    cluster_name = target.get("haCluster")
+    if cluster_name:
+        cluster = kube.get(consts.API_VERSION, "HACluster", meta["namespace"], cluster_name)
+        if cluster is None:
+            conds.success("Accepted", "SpecAccepted", "the spec is valid")
+            conds.error("Ready", "ClusterNotFound", f"HACluster {cluster_name} does not exist")
+            return {"observedGeneration": generation, "conditions": conds.to_list()}
+        hacluster.refresh_config(kube, cluster, image)
+        conds.success("Accepted", "SpecAccepted", f"probed by the members of HACluster {cluster_name}")
+    else:
+        conds.success("Accepted", "SpecAccepted", "the spec is valid")
+    return {"observedGeneration": generation, "conditions": conds.to_list()}

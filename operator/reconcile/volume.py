@@ -1,0 +1,47 @@
+"""Reconcile a ReplicatedVolume: its replicas live in the member pods of the HACluster using it,
+so it owns no objects itself; its status is aggregated from those members' reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from hastack_common import consts
+from hastack_operator.k8s import Kube
+from hastack_operator.resources import names
+from hastack_operator.resources import status as status_builder
+from hastack_operator.resources.conditions import Conditions
+from hastack_operator.resources.spec import HACluster
+
+
+def user_of(kube: Kube, namespace: str, volume: str) -> list[dict[str, Any]]:
+    clusters = kube.list(consts.API_VERSION, "HACluster", namespace)
+    return [c for c in clusters
+            if any(r.get("kind") == "volume" and r.get("name") == volume
+                   for r in (c.get("spec") or {}).get("resources") or [])]
+
+
+def reconcile(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or dt.datetime.now(dt.UTC)
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 0)
+    old = dict(body.get("status") or {})
+    users = user_of(kube, meta["namespace"], meta["name"])
+    if len(users) != 1:
+        conds = Conditions(generation, list(old.get("conditions") or []), now=now)
+        if users:
+            names_ = ", ".join(sorted(u["metadata"]["name"] for u in users))
+            conds.error("Accepted", "UsedTwice", f"a ReplicatedVolume serves one HACluster; used by {names_}")
+        else:
+            conds.success("Accepted", "SpecAccepted", "the spec is valid")
+            conds.error("Ready", "NotAttached", "no HACluster uses this volume yet")
+        return {"observedGeneration": generation, "cluster": "", "conditions": conds.to_list()}
+    cluster = HACluster.from_body(users[0])
+    pods = kube.list("v1", "Pod", cluster.namespace, f"{consts.LABEL_CLUSTER}={cluster.name}")
+    members = [status_builder.member_from_pod(p, now) for p in pods]
+    status = status_builder.volume_status(generation, old, cluster.name, members,
+                                          names.members(cluster.name, cluster.replicas), now)
+    conds = Conditions(generation, status["conditions"], now=now)
+    conds.success("Accepted", "SpecAccepted", f"used by HACluster {cluster.name}")
+    status["conditions"] = conds.to_list()
+    return status
