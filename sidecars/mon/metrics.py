@@ -16,9 +16,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.success = Gauge(
-            "hastack_probe_success", "1 if the last probe succeeded, else 0", PROBE_LABELS, registry=r
-        )
+        self.success = Gauge("hastack_probe_success", "1 if the last probe succeeded, else 0", PROBE_LABELS, registry=r)
         self.duration = Histogram(
             "hastack_probe_duration_seconds",
             "How long probes took, including failures and timeouts",

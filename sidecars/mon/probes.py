@@ -81,9 +81,7 @@ class Prober:
         if self._session is not None:
             await self._session.close()
 
-    def _ssl(
-        self, verify: bool, ca: str | None, cert: str | None = None, key: str | None = None
-    ) -> ssl.SSLContext:
+    def _ssl(self, verify: bool, ca: str | None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
         k = (verify, ca, cert, key)
         if k not in self._contexts:
             self._contexts[k] = tls_context(verify, ca, cert, key)
@@ -230,9 +228,7 @@ async def dns(host: str, c: DnsCheck, timeout: float) -> str:
         port = int(p)
     qid = random.getrandbits(16)
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(
-        lambda: _DnsClient(qid), remote_addr=(server, port)
-    )
+    transport, proto = await loop.create_datagram_endpoint(lambda: _DnsClient(qid), remote_addr=(server, port))
     try:
         transport.sendto(dnswire.build_query(qid, c.name, c.record_type))
         resp = dnswire.parse_response(await proto.answer)

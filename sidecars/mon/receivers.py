@@ -200,9 +200,7 @@ class Worker:
         else:
             await self._event(n)
 
-    async def _post(
-        self, url: str, body: Any, timeout: float, headers: dict[str, str], ctx: Any = None
-    ) -> None:
+    async def _post(self, url: str, body: Any, timeout: float, headers: dict[str, str], ctx: Any = None) -> None:
         tmo = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self._http().post(url, json=body, headers=headers, timeout=tmo, ssl=ctx) as resp:

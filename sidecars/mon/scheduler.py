@@ -7,12 +7,14 @@ spread over the jitter so that a reload or a start-up does not fire every probe 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from hastack_mon.probes import Result
 
+log = logging.getLogger(__name__)
 RunProbe = Callable[[], Awaitable[Result]]
 OnResult = Callable[[Result], None]
 
@@ -41,6 +43,9 @@ async def probe_loop(
     while True:
         async with cap():  # the cap in force now (a reload may replace it)
             result = await run()
-        on_result(result)
+        try:
+            on_result(result)
+        except Exception:  # a bug in evaluation must not end this probe's schedule
+            log.exception("handling a probe result failed")
         scheduled = next_start(scheduled, loop.time(), s, rng)
         await asyncio.sleep(max(0.0, scheduled - loop.time()))

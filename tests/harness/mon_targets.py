@@ -9,7 +9,8 @@
   the status set by ``POST /admin/hook`` (``{"fail": N}`` fails the next N with 500);
   ``GET /admin/hooks`` lists what was recorded.
 - ``https``: the same routes over TLS; ``mtls``: the same, requiring a client certificate.
-- ``tcp``: echo server (prefixed by a greeting ``hello``); ``hang``: accepts and never answers.
+- ``tcp``: echo server (prefixed by a greeting ``hello``); ``hang``: accepts and never answers
+  (``GET /admin/hung``: connections open now and at most).
 
 Stopping the process (SIGSTOP) makes every listener hang; killing it refuses connections.
 """
@@ -82,11 +83,24 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-HUNG: list[asyncio.StreamWriter] = []
+HUNG = {"open": 0, "max": 0}
 
 
-async def hang(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    HUNG.append(writer)  # keep the connection open, say nothing
+async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    HUNG["open"] += 1  # keep the connection open, say nothing, until the client goes
+    HUNG["max"] = max(HUNG["max"], HUNG["open"])
+    try:
+        while await reader.read(4096):
+            pass
+    except ConnectionError:
+        pass
+    finally:
+        HUNG["open"] -= 1
+        writer.close()
+
+
+async def hung(_: web.Request) -> web.Response:
+    return web.json_response(HUNG)
 
 
 def app() -> web.Application:
@@ -98,6 +112,7 @@ def app() -> web.Application:
     a.router.add_post("/hook", hook)
     a.router.add_post("/admin/hook", set_hook)
     a.router.add_get("/admin/hooks", hooks)
+    a.router.add_get("/admin/hung", hung)
     return a
 
 
@@ -133,9 +148,7 @@ if __name__ == "__main__":
     p.add_argument("--key", required=True)
     p.add_argument("--ca", required=True)
     p.add_argument("--ports-file", required=True)
-    p.add_argument(
-        "--http-port", type=int, default=0, help="fixed port for http (to restart on the same one)"
-    )
+    p.add_argument("--http-port", type=int, default=0, help="fixed port for http (to restart on the same one)")
     try:
         asyncio.run(main(p.parse_args()))
     except KeyboardInterrupt:

@@ -20,9 +20,7 @@ def web_monitor(targets: Targets, alert: dict[str, Any], name: str = "web") -> d
             "target": {"host": "127.0.0.1", "port": targets.ports["http"]},
             "probes": [{"name": "health", "interval": "200ms", "timeout": "1s", "http": {"path": "/health"}}],
             "alert": alert,
-            "receivers": [
-                {"name": "hook", "type": "webhook", "url": targets.url("/hook"), "backoff": "100ms"}
-            ],
+            "receivers": [{"name": "hook", "type": "webhook", "url": targets.url("/hook"), "backoff": "100ms"}],
         },
     }
 
@@ -114,18 +112,12 @@ def test_webhook_retries_until_the_endpoint_recovers(targets: Targets, mon_facto
     assert kinds(targets) == [("web", "alert")]
     assert targets.admin("/admin/hooks")["refused"] == 3
     metrics = mon.metrics()
-    line = next(
-        m for m in metrics.splitlines() if m.startswith("hastack_mon_receiver_delivery_failures_total{")
-    )
+    line = next(m for m in metrics.splitlines() if m.startswith("hastack_mon_receiver_delivery_failures_total{"))
     assert 'receiver="hook"' in line and float(line.split()[-1]) == 3.0
-    assert (
-        'hastack_mon_receiver_deliveries_total{monitor="web",namespace="default",receiver="hook"' in metrics
-    )
+    assert 'hastack_mon_receiver_deliveries_total{monitor="web",namespace="default",receiver="hook"' in metrics
 
 
-def test_reload_adds_probes_and_keeps_running_on_a_bad_file(
-    targets: Targets, mon_factory: MonFactory
-) -> None:
+def test_reload_adds_probes_and_keeps_running_on_a_bad_file(targets: Targets, mon_factory: MonFactory) -> None:
     cfg: dict[str, Any] = {"monitors": [web_monitor(targets, {"after": 1, "every": "0s"})]}
     mon = mon_factory(cfg)
     wait_for(lambda: mon.probe("web", "health")["ok"] is True, 10, "first probe")

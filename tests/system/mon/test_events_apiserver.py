@@ -71,9 +71,7 @@ def test_event_receiver_records_events_on_the_servicemonitor(
     stored = json.loads(cp.kubectl("get", "servicemonitors.hastack.io", "web", "-n", NS, "-o", "json").stdout)
     kubeconfig = cp.kubeconfig_for_service_account(NS, "mon", path=tmp_path / "mon.kubeconfig")
     config = {
-        "monitors": [
-            {"name": "web", "namespace": NS, "uid": stored["metadata"]["uid"], "spec": stored["spec"]}
-        ]
+        "monitors": [{"name": "web", "namespace": NS, "uid": stored["metadata"]["uid"], "spec": stored["spec"]}]
     }  # the spec as the API server stored it (defaults applied)
     mon = MonProcess(sup, tmp_path, config, env={"KUBECONFIG": str(kubeconfig)})
     wait_for(lambda: mon.probe("web", "health", NS)["ok"] is True, 10, "first probe")
@@ -87,9 +85,7 @@ def test_event_receiver_records_events_on_the_servicemonitor(
     assert "2 consecutive failures" in e["message"] and "HTTP 503" in e["message"]
     assert e["source"]["component"] == "hastack-mon"
     targets.set_health(200)
-    got = wait_for(
-        lambda: [x for x in events(cp) if x["reason"] == "ProbeRecovered"], 20, "the recovery event"
-    )
+    got = wait_for(lambda: [x for x in events(cp) if x["reason"] == "ProbeRecovered"], 20, "the recovery event")
     assert got[0]["type"] == "Normal"
     assert [x["reason"] for x in events(cp)] == ["ProbeFailed", "ProbeRecovered"]
     assert "hastack_mon_receiver_delivery_failures_total{" not in mon.metrics()

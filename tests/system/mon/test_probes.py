@@ -96,8 +96,7 @@ def test_hung_and_slow_loris_targets_cost_one_timeout_and_stall_nothing(targets:
         ]
         start = time.monotonic()
         slow = [
-            asyncio.create_task(prober.run(Probe.model_validate({"name": "p", **s}), t, "d", 1.5))
-            for s, t in specs
+            asyncio.create_task(prober.run(Probe.model_validate({"name": "p", **s}), t, "d", 1.5)) for s, t in specs
         ]
         fast_probe = Probe.model_validate({"name": "f", "http": {"path": "/health"}})
         fast = [await prober.run(fast_probe, local(targets.ports["http"]), "d", 5) for _ in range(20)]
@@ -140,9 +139,7 @@ def dns_server(sup: Supervisor) -> Iterator[int]:
     try:
         wait_for(
             lambda: (
-                probe(
-                    {"dns": {"name": "web.hastack.test", "server": f"127.0.0.1:{port}"}}, local(), timeout=0.5
-                ).ok
+                probe({"dns": {"name": "web.hastack.test", "server": f"127.0.0.1:{port}"}}, local(), timeout=0.5).ok
             ),
             10,
             "dnsmasq answering",
@@ -198,9 +195,7 @@ def test_exec(tmp_path: pathlib.Path) -> None:
     r = probe({"exec": {"command": ["/nonexistent/probe"]}}, local())
     assert not r.ok and "FileNotFoundError" in r.detail
     marker = tmp_path / "child.pid"
-    r = probe(
-        {"exec": {"command": ["sh", "-c", f"sleep 30 & echo $! > {marker}; wait"]}}, local(), timeout=0.5
-    )
+    r = probe({"exec": {"command": ["sh", "-c", f"sleep 30 & echo $! > {marker}; wait"]}}, local(), timeout=0.5)
     assert not r.ok and "timeout" in r.detail
     child = int(wait_for(lambda: marker.read_text().strip(), 5, "child pid"))
     wait_for(

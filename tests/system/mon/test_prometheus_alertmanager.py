@@ -16,9 +16,7 @@ from hastack_common.failover_request import FailoverRequest
 MonFactory = Callable[[dict[str, Any]], MonProcess]
 
 
-def monitor(
-    targets: Targets, receivers: list[dict[str, Any]], alert: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def monitor(targets: Targets, receivers: list[dict[str, Any]], alert: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": "web",
         "namespace": "shop",
@@ -89,9 +87,7 @@ def test_alertmanager_lists_the_alert_while_down_and_resolves_it(
     assert "2 consecutive failures" in listed[0]["annotations"]["description"]
     targets.set_health(200)
     wait_for(lambda: not ours(True), 20, "the alert resolved")
-    assert (
-        'hastack_mon_receiver_deliveries_total{monitor="web",namespace="shop",receiver="am"' in mon.metrics()
-    )
+    assert 'hastack_mon_receiver_deliveries_total{monitor="web",namespace="shop",receiver="am"' in mon.metrics()
 
 
 def test_failover_receiver_asks_heartbeat_once_per_outage(

@@ -30,9 +30,7 @@ def set_role(run: pathlib.Path, role: str) -> None:
     write_state(run, GateState(member="m-0", role=role, serve=role == "active", generation=1))  # type: ignore[arg-type]
 
 
-def test_only_the_active_member_alerts(
-    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path
-) -> None:
+def test_only_the_active_member_alerts(targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     set_role(run, "standby")
@@ -94,3 +92,23 @@ def test_status_events_are_coalesced(targets: Targets, mon_factory: MonFactory) 
     assert status[-1]["monitor"] == "web" and "probes" in status[-1]["status"]
     transitions = [h for h in mon.call("history") if h["action"] == "transition"]
     assert len(transitions) > len(status)  # many changes, few status events
+
+
+def test_concurrency_cap_holds_with_hung_targets(targets: Targets, mon_factory: MonFactory) -> None:
+    hang = {"send": "x", "expect": "never"}
+    probes = [
+        {"name": f"hang-{i}", "type": "tcp", "interval": "500ms", "timeout": "500ms", "tcp": hang} for i in range(6)
+    ]
+    target = {"host": "127.0.0.1", "port": targets.ports["hang"]}
+    mon = mon_factory(
+        {"maxConcurrency": 2, "monitors": [{"name": "hang", "spec": {"target": target, "probes": probes}}]}
+    )
+    wait_for(lambda: targets.admin("/admin/hung")["max"] >= 2, 10, "the cap reached")
+    wait_for(
+        lambda: all(p["consecutiveFailures"] >= 2 for p in mon.call("status")["default/hang"]["probes"]),
+        20,
+        "every hung probe timed out twice",
+    )
+    assert targets.admin("/admin/hung")["max"] == 2  # never more than maxConcurrency in flight
+    details = {p["lastResult"] for p in mon.call("status")["default/hang"]["probes"]}
+    assert details == {"failure: timeout after 0.5s"}

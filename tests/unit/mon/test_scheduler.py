@@ -31,3 +31,31 @@ def test_next_start_is_in_the_future_and_near_a_slot(
     nxt = next_start(prev, now, s, random.Random(seed))
     assert nxt >= now - 1e-6
     assert nxt <= max(now, prev) + interval + s.jitter + 1e-6
+
+
+def test_a_failing_result_handler_does_not_end_the_schedule() -> None:
+    import asyncio
+
+    from hastack_mon.probes import Result
+    from hastack_mon.scheduler import probe_loop
+
+    seen: list[Result] = []
+
+    async def run() -> Result:
+        return Result(True, 0.0, "ok")
+
+    def on_result(r: Result) -> None:
+        seen.append(r)
+        raise RuntimeError("bug in evaluation")
+
+    async def go() -> None:
+        cap = asyncio.Semaphore(1)
+        task = asyncio.create_task(probe_loop(run, on_result, Schedule(0.01, 0.0), lambda: cap, random.Random(1)))
+        for _ in range(500):
+            if len(seen) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(go())
+    assert len(seen) >= 3
