@@ -60,9 +60,7 @@ def format_status(st: dict[str, Any]) -> str:
         state = "LAPSED" if dl.get("lapsed") else f"{dl.get('remaining')}s left"
         lines.append(f"  deadline: {state} (lapses: {dl.get('lapses')})")
     for p in st.get("peers", []):
-        lines.append(
-            f"  {p['name']} node-id:{p['node_id']} connection:{p['connection']} role:{p['peer_role']}"
-        )
+        lines.append(f"  {p['name']} node-id:{p['node_id']} connection:{p['connection']} role:{p['peer_role']}")
         extra = f" out-of-sync:{human_bytes(p['out_of_sync_bytes'])}"
         sync = p.get("sync")
         if sync and p["replication"] in ("SyncSource", "SyncTarget"):

@@ -38,9 +38,7 @@ class ActivityLog:
                 continue
             if len(self._lru) >= self.slots:
                 victim = next((x for x, n in self._lru.items() if n == 0 and x not in new), None)
-                if (
-                    victim is None
-                ):  # every slot busy: grow past the limit rather than block (logged by caller)
+                if victim is None:  # every slot busy: grow past the limit rather than block (logged by caller)
                     pass
                 else:
                     del self._lru[victim]

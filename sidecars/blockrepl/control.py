@@ -9,7 +9,8 @@ from hastack_blockrepl.engine import PRIMARY, SECONDARY, Engine
 from hastack_blockrepl.meta import DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.nbd import NbdServer
 from hastack_blockrepl.nbdproto import ESHUTDOWN
-from hastack_blockrepl.peer import PeerLink, Replication
+from hastack_blockrepl.peer import PeerLink
+from hastack_blockrepl.peerconn import Replication
 from hastack_blockrepl.verify import start_verify
 from hastack_common.ctlsock import CommandError, Handler
 
@@ -59,8 +60,7 @@ class Control:
         for link in self.repl.links.values():
             if link.peer_role == PRIMARY and not e.cfg.net.allow_two_primaries:
                 raise CommandError(
-                    f"refusing to become Primary: node {link.node_id} ({link.name}) is Primary; "
-                    "demote it first"
+                    f"refusing to become Primary: node {link.node_id} ({link.name}) is Primary; demote it first"
                 )
             if link.repl == "SyncTarget":
                 raise CommandError(
@@ -79,9 +79,7 @@ class Control:
             e.sb.disk_state = UP_TO_DATE
         e.role = PRIMARY
         e.sb.primary, e.sb.primary_since = True, time.time()
-        e.need_rotate = (
-            True  # a new data generation starts with the first write (day 0 stays day 0 until then)
-        )
+        e.need_rotate = True  # a new data generation starts with the first write (day 0 stays day 0 until then)
         await e.persist()
         if e.cfg.fencing == "resource-only" and e.fence is not None:
             for link in self.repl.links.values():
@@ -178,9 +176,7 @@ class Control:
         for link in self._links(args):
             if not link.replicating:
                 if args.get("peer") is not None:
-                    raise CommandError(
-                        f"cannot verify against node {link.node_id}: not connected ({link.conn})"
-                    )
+                    raise CommandError(f"cannot verify against node {link.node_id}: not connected ({link.conn})")
                 continue
             start_verify(self.e, link)
             started.append(link.node_id)

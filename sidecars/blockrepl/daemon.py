@@ -15,7 +15,7 @@ from hastack_blockrepl.engine import PRIMARY, Engine
 from hastack_blockrepl.fence import CommandFenceHandler, FencePeerHandler, FenceRequest, fence_until_done
 from hastack_blockrepl.metrics import Metrics
 from hastack_blockrepl.nbd import NbdServer
-from hastack_blockrepl.peer import Replication
+from hastack_blockrepl.peerconn import Replication
 from hastack_common.config_blockrepl import BlockreplConfig
 from hastack_common.ctlsock import ControlServer, EventBus
 from hastack_common.logs import kv
@@ -40,12 +40,8 @@ class Daemon:
         cfg = self.cfg
         secret = await asyncio.to_thread(_read_secret, cfg.net.secret_file) if cfg.peers else b""
         if cfg.peers and len(secret) < 16:
-            raise ValueError(
-                f"net.secretFile {cfg.net.secret_file} holds {len(secret)} bytes; use at least 16"
-            )
-        backing, sb, created = await asyncio.to_thread(
-            attach, cfg.disk.path, cfg.disk.metadata, cfg.node_id, cfg.size
-        )
+            raise ValueError(f"net.secretFile {cfg.net.secret_file} holds {len(secret)} bytes; use at least 16")
+        backing, sb, created = await asyncio.to_thread(attach, cfg.disk.path, cfg.disk.metadata, cfg.node_id, cfg.size)
         events = EventBus()
         metrics = Metrics(cfg.resource)
         engine = Engine(cfg, backing, sb, events, metrics)
@@ -103,9 +99,7 @@ class Daemon:
         from prometheus_client import start_http_server
 
         host, _, port = listen.rpartition(":")
-        server, _thread = start_http_server(
-            int(port), host.strip("[]") or "0.0.0.0", registry=metrics.registry
-        )
+        server, _thread = start_http_server(int(port), host.strip("[]") or "0.0.0.0", registry=metrics.registry)
         return server
 
     async def _fence(self, engine: Engine, repl: Replication, peer: int) -> None:

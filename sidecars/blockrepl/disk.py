@@ -90,13 +90,10 @@ def attach(path: str, metadata: str, node_id: int, want_size: int | None) -> tup
             log.info("created metadata", extra=kv(path=path, size=size, metadata=metadata))
         elif sb.node_id != node_id:
             raise AttachError(
-                f"metadata on {path} belongs to node {sb.node_id}, not {node_id}: "
-                "wrong disk, or wipe it to reuse"
+                f"metadata on {path} belongs to node {sb.node_id}, not {node_id}: wrong disk, or wipe it to reuse"
             )
         elif sb.size > size:
-            raise AttachError(
-                f"metadata records a volume of {sb.size} bytes but {path} now holds only {size}"
-            )
+            raise AttachError(f"metadata records a volume of {sb.size} bytes but {path} now holds only {size}")
         store.size, store.bm_len = sb.size, bitmap_bytes(sb.size)  # a grown disk is used after `resize`
         return Backing(fd, md_fd, sb.size, store, path), sb, created
     except BaseException:

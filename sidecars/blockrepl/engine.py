@@ -69,9 +69,7 @@ class Holds:
 
 
 class Engine:
-    def __init__(
-        self, cfg: BlockreplConfig, backing: Backing, sb: Super, events: EventBus, metrics: Metrics
-    ) -> None:
+    def __init__(self, cfg: BlockreplConfig, backing: Backing, sb: Super, events: EventBus, metrics: Metrics) -> None:
         self.cfg, self.backing, self.sb, self.events, self.m = cfg, backing, sb, events, metrics
         self.size = backing.size
         self.fd = backing.fd
@@ -169,11 +167,7 @@ class Engine:
 
     # ---- holds ----------------------------------------------------------------------------
     def _deadline_lapsed(self) -> bool:
-        if (
-            self.deadline_at is not None
-            and self.loop.time() >= self.deadline_at
-            and "deadline" not in self.holds.ack
-        ):
+        if self.deadline_at is not None and self.loop.time() >= self.deadline_at and "deadline" not in self.holds.ack:
             why = "heartbeat deadline lapsed: writes are not acknowledged until it is refreshed"
             self.holds.submit["deadline"] = self.holds.ack["deadline"] = why
             self.deadline_lapses += 1
@@ -296,9 +290,7 @@ class Engine:
     def zero(self, offset: int, length: int, fua: bool, done: Done, trim: bool = False) -> None:
         self.write(offset, length, fua, done, "trim" if trim else "zero")  # type: ignore[arg-type]
 
-    def _after_prepare(
-        self, fut: asyncio.Future[None], offset: int, data: Any, fua: bool, done: Done, op: str
-    ) -> None:
+    def _after_prepare(self, fut: asyncio.Future[None], offset: int, data: Any, fua: bool, done: Done, op: str) -> None:
         if fut.exception() is not None:
             self.io_error("metadata", fut.exception())
             done(EIO)
@@ -469,9 +461,7 @@ class Engine:
         self.events.publish("io-error", op=what, error=str(exc))
 
     # ---- secondary side -------------------------------------------------------------------
-    def apply_remote(
-        self, offset: int, data: bytes | memoryview | None, length: int, punch: bool = False
-    ) -> None:
+    def apply_remote(self, offset: int, data: bytes | memoryview | None, length: int, punch: bool = False) -> None:
         if offset + length > self.size:
             raise ValueError(f"replicated write at {offset}+{length} beyond the volume ({self.size})")
         if data is not None:

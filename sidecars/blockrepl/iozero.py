@@ -35,11 +35,7 @@ def zero_range(fd: int, offset: int, length: int, punch: bool = False) -> None:
     if length <= 0:
         return
     if stat.S_ISREG(os.fstat(fd).st_mode):
-        mode = (
-            FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-            if punch
-            else FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
-        )
+        mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE if punch else FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
         if _fallocate(fd, mode, offset, length):
             return
     else:

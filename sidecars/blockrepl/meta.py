@@ -71,9 +71,7 @@ class Super:
             if p.node_id == node_id:
                 return i, p
         if len(self.peers) >= MAX_PEERS:
-            raise MetadataError(
-                f"no free peer slot for node {node_id}: slots hold {[p.node_id for p in self.peers]}"
-            )
+            raise MetadataError(f"no free peer slot for node {node_id}: slots hold {[p.node_id for p in self.peers]}")
         self.peers.append(PeerSlot(node_id))
         return len(self.peers) - 1, self.peers[-1]
 
@@ -117,9 +115,7 @@ def unpack_slot(magic: bytes, block: bytes) -> tuple[int, bytes] | None:
     if zlib.crc32(rec) != crc:
         return None
     if version > FORMAT_VERSION:
-        raise MetadataError(
-            f"metadata slot format {version} is newer than {FORMAT_VERSION}; upgrade this replica"
-        )
+        raise MetadataError(f"metadata slot format {version} is newer than {FORMAT_VERSION}; upgrade this replica")
     return seq, bytes(block[HDR.size : HDR.size + length])
 
 
@@ -159,9 +155,7 @@ class MetaStore:
 
     def save_super(self, sb: Super, sync: bool = True) -> None:
         self.sb_seq += 1
-        os.pwrite(
-            self.fd, pack_slot(SB_MAGIC, self.sb_seq, sb.to_json()), self.base + (self.sb_seq % 2) * BLOCK
-        )
+        os.pwrite(self.fd, pack_slot(SB_MAGIC, self.sb_seq, sb.to_json()), self.base + (self.sb_seq % 2) * BLOCK)
         if sync:
             os.fdatasync(self.fd)
 

@@ -47,9 +47,7 @@ class Metrics:
             ["resource", "peer"],
             registry=r,
         )
-        self.resync_rate = Gauge(
-            p + "resync_bytes_per_second", "current resync rate", ["resource", "peer"], registry=r
-        )
+        self.resync_rate = Gauge(p + "resync_bytes_per_second", "current resync rate", ["resource", "peer"], registry=r)
         self.lag = Gauge(
             p + "protocol_a_lag_bytes",
             "bytes sent to the peer and not yet acknowledged",
@@ -59,9 +57,9 @@ class Metrics:
         self.latency_h = Histogram(
             p + "request_seconds", "client request latency", ["resource", "op"], buckets=BUCKETS, registry=r
         )
-        self.io_errors = Counter(
-            p + "io_errors", "I/O errors on the backing disk", ["resource"], registry=r
-        ).labels(resource)
+        self.io_errors = Counter(p + "io_errors", "I/O errors on the backing disk", ["resource"], registry=r).labels(
+            resource
+        )
         self.auth_failures = Counter(
             p + "auth_failures", "peers that failed authentication", ["resource"], registry=r
         ).labels(resource)

@@ -19,14 +19,7 @@ from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 512
-FLAGS = (
-    P.TF_HAS_FLAGS
-    | P.TF_SEND_FLUSH
-    | P.TF_SEND_FUA
-    | P.TF_SEND_TRIM
-    | P.TF_SEND_WRITE_ZEROES
-    | P.TF_SEND_FAST_ZERO
-)
+FLAGS = P.TF_HAS_FLAGS | P.TF_SEND_FLUSH | P.TF_SEND_FUA | P.TF_SEND_TRIM | P.TF_SEND_WRITE_ZEROES | P.TF_SEND_FAST_ZERO
 
 
 class NbdConnection(asyncio.Protocol):
@@ -219,9 +212,7 @@ class NbdServer:
             os.chmod(self.socket_path, 0o660)
         if self.listen:
             host, _, port = self.listen.rpartition(":")
-            self.servers.append(
-                await loop.create_server(lambda: NbdConnection(self), host.strip("[]"), int(port))
-            )
+            self.servers.append(await loop.create_server(lambda: NbdConnection(self), host.strip("[]"), int(port)))
 
     def disconnect_all(self) -> int:
         n = len(self.conns)

@@ -145,8 +145,7 @@ class ServerHandshake:
             if payload:
                 return opt_reply(option, REP_ERR_INVALID, b"LIST takes no data")
             return b"".join(
-                opt_reply(option, REP_SERVER, struct.pack(">I", len(n.encode())) + n.encode())
-                for n in self.exports
+                opt_reply(option, REP_SERVER, struct.pack(">I", len(n.encode())) + n.encode()) for n in self.exports
             ) + opt_reply(option, REP_ACK)
         if option == OPT_STRUCTURED_REPLY:
             if payload:
@@ -247,9 +246,9 @@ def simple_reply(cookie: int, error: int = 0) -> bytes:
 
 def structured_data(cookie: int, offset: int, data_len: int) -> bytes:
     """Header of a final OFFSET_DATA chunk; the caller sends ``data_len`` bytes of data after it."""
-    return STRUCTURED.pack(
-        STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE, RT_OFFSET_DATA, cookie, 8 + data_len
-    ) + struct.pack(">Q", offset)
+    return STRUCTURED.pack(STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE, RT_OFFSET_DATA, cookie, 8 + data_len) + struct.pack(
+        ">Q", offset
+    )
 
 
 def structured_done(cookie: int) -> bytes:

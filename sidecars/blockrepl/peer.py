@@ -13,133 +13,22 @@ import logging
 import os
 import random
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.bitmap import Bitmap
-from hastack_blockrepl.engine import PRIMARY, Engine
+from hastack_blockrepl.engine import PRIMARY
 from hastack_blockrepl.meta import INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.resync import WINDOW, Progress, RateLimiter, digest, run_span, sync_set
 from hastack_blockrepl.syncdecide import DISCONNECT, NONE, SOURCE, TARGET, Decision, Policy, Side, decide_sync
 from hastack_common.logs import kv
 
+if TYPE_CHECKING:
+    from hastack_blockrepl.peerconn import LinkProtocol, Replication
+
 log = logging.getLogger(__name__)
 U64 = struct.Struct(">Q")
 BITMAP_CHUNK = 1 << 20
-
-
-class LinkProtocol(asyncio.Protocol):
-    """One TCP connection; authenticates, then hands frames to its PeerLink."""
-
-    def __init__(self, node: Replication, expect: int | None) -> None:
-        self.node, self.expect = node, expect
-        self.enc, self.dec = W.Encoder(None), W.Decoder(None, max_payload=4096)
-        self.nonce = os.urandom(W.NONCE_LEN)
-        self.peer_nonce = b""
-        self.peer_id: int | None = None
-        self.link: PeerLink | None = None
-        self.transport: asyncio.Transport | None = None
-        self.out: list[Any] = []
-        self.flush_scheduled = False
-        loop = asyncio.get_event_loop()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.ready: asyncio.Future[None] = loop.create_future()  # authenticated, or closed
-        self.authed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        cfg = self.node.engine.cfg
-        self.send(self.enc.encode(W.HELLO, W.hello_payload(cfg.node_id, cfg.resource, self.nonce)))
-        self.flush()
-        asyncio.get_event_loop().call_later(cfg.net.connect_timeout, self._handshake_timeout)
-
-    def _handshake_timeout(self) -> None:
-        if not self.authed:
-            self.abort("handshake timed out")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        for fut in (self.closed, self.ready):
-            if not fut.done():
-                fut.set_result(None)
-        if self.link is not None:
-            self.link.detached(self, str(exc) if exc else "connection closed")
-
-    def pause_writing(self) -> None:
-        if self.link:
-            self.node.engine.set_congested(self.link.node_id, True)
-
-    def resume_writing(self) -> None:
-        if self.link:
-            self.node.engine.set_congested(self.link.node_id, False)
-
-    def send(self, parts: list[Any]) -> None:
-        self.out.extend(parts)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            asyncio.get_event_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.flush_scheduled = False
-        if self.out and self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(self.out)
-        self.out = []
-
-    def abort(self, why: str) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            log.info("closing replication connection", extra=kv(peer=self.peer_id, reason=why))
-            self.flush()
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            for f in self.dec.feed(data):
-                if self.link is not None:
-                    self.link.on_frame(f)
-                else:
-                    self._handshake(f)
-                if self.transport is None or self.transport.is_closing():
-                    break
-        except W.AuthError as exc:
-            self.node.engine.m.auth_failures.inc()
-            log.warning("replication peer failed authentication", extra=kv(error=str(exc)))
-            self.abort(str(exc))
-        except (W.WireError, ValueError, KeyError, TypeError) as exc:
-            log.warning("malformed replication traffic", extra=kv(peer=self.peer_id, error=str(exc)))
-            self.abort(str(exc))
-        self.flush()
-
-    def _handshake(self, f: W.Frame) -> None:
-        cfg = self.node.engine.cfg
-        if f.type == W.HELLO and self.peer_id is None:
-            nonce, meta = W.parse_hello(f.payload)
-            pid = int(meta["node"])
-            if meta.get("resource") != cfg.resource:
-                raise W.WireError(f"peer serves resource {meta.get('resource')!r}, not {cfg.resource!r}")
-            if pid not in self.node.links or (self.expect is not None and pid != self.expect):
-                raise W.AuthError(f"node {pid} is not a configured peer")
-            W.negotiate([int(v) for v in meta["versions"]])
-            self.peer_id, self.peer_nonce = pid, nonce
-            self.send(
-                self.enc.encode(
-                    W.AUTH, W.auth_response(self.node.secret, nonce, self.nonce, cfg.node_id, cfg.resource)
-                )
-            )
-            nonces = {cfg.node_id: self.nonce, pid: nonce}
-            self.enc.set_key(W.direction_key(self.node.secret, cfg.node_id, nonces))
-            self._peer_key = W.direction_key(self.node.secret, pid, nonces)
-        elif f.type == W.AUTH and self.peer_id is not None and not self.authed:
-            W.check_auth(self.node.secret, self.nonce, self.peer_nonce, self.peer_id, cfg.resource, f.payload)
-            self.dec.set_key(self._peer_key)
-            self.dec.max_payload = W.MAX_PAYLOAD
-            self.authed = True
-            assert self.transport is not None
-            self.transport.set_write_buffer_limits(high=cfg.net.max_buffer)
-            self.link = self.node.links[self.peer_id]
-            self.link.attached(self)
-            if not self.ready.done():
-                self.ready.set_result(None)
-        else:
-            raise W.WireError(f"unexpected {W.NAMES.get(f.type, f.type)} frame during the handshake")
 
 
 class PeerLink:
@@ -177,16 +66,12 @@ class PeerLink:
 
     def send_write(self, wid: int, offset: int, data: bytes | memoryview, fua: bool) -> None:
         assert self.proto is not None
-        self.proto.send(
-            self.proto.enc.encode(W.WRITE, data, flags=W.F_FUA if fua else 0, id=wid, offset=offset)
-        )
+        self.proto.send(self.proto.enc.encode(W.WRITE, data, flags=W.F_FUA if fua else 0, id=wid, offset=offset))
 
     def send_zero(self, wid: int, offset: int, length: int, fua: bool) -> None:
         assert self.proto is not None
         self.proto.send(
-            self.proto.enc.encode(
-                W.ZERO, U64.pack(length), flags=W.F_FUA if fua else 0, id=wid, offset=offset
-            )
+            self.proto.enc.encode(W.ZERO, U64.pack(length), flags=W.F_FUA if fua else 0, id=wid, offset=offset)
         )
 
     def send_flush(self, fid: int) -> None:
@@ -223,9 +108,7 @@ class PeerLink:
             st["sync"] = self.progress.status()
         if self.verify:
             st["verify"] = {k: v for k, v in self.verify.items() if not k.startswith("_")}
-        self.engine.m.update_peer(
-            self.node_id, self.conn, self.repl, st["out_of_sync_bytes"], lag, self.split_brain
-        )
+        self.engine.m.update_peer(self.node_id, self.conn, self.repl, st["out_of_sync_bytes"], lag, self.split_brain)
         return st
 
     # ---- connection lifecycle ---------------------------------------------------------------
@@ -246,9 +129,7 @@ class PeerLink:
             loop = asyncio.get_running_loop()
             try:
                 _, proto = await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: LinkProtocol(self.node, self.node_id), host.strip("[]"), int(port)
-                    ),
+                    loop.create_connection(lambda: self.node.new_protocol(self.node_id), host.strip("[]"), int(port)),
                     net.connect_timeout,
                 )
                 await asyncio.wait_for(asyncio.shield(proto.ready), net.connect_timeout + 1)
@@ -281,9 +162,7 @@ class PeerLink:
         bm = self.engine.bitmaps[self.node_id].to_bytes()
         for i in range(0, max(len(bm), 1), BITMAP_CHUNK):
             last = i + BITMAP_CHUNK >= len(bm)
-            proto.send(
-                proto.enc.encode(W.BITMAP, bm[i : i + BITMAP_CHUNK], offset=i, flags=W.F_LAST if last else 0)
-            )
+            proto.send(proto.enc.encode(W.BITMAP, bm[i : i + BITMAP_CHUNK], offset=i, flags=W.F_LAST if last else 0))
         self.wake.set()
         self.engine.spawn(self._pinger(proto))
 
@@ -324,9 +203,7 @@ class PeerLink:
         self.conn, self.standalone_reason = "StandAlone", why
         if self.proto is not None:
             self.proto.abort(why)
-        self.engine.events.publish(
-            "peer-standalone", peer=self.node_id, reason=why, split_brain=self.split_brain
-        )
+        self.engine.events.publish("peer-standalone", peer=self.node_id, reason=why, split_brain=self.split_brain)
 
     def reconnect(self, discard_my_data: bool = False) -> None:
         self.conn, self.standalone_reason, self.split_brain = "Connecting", "", False
@@ -375,9 +252,7 @@ class PeerLink:
                 f"{ps['size']} bytes (resize the smaller one)",
             )
         elif ps["protocol"] != e.protocol:
-            d = Decision(
-                DISCONNECT, reason=f"protocol mismatch: {e.protocol} here, {ps['protocol']} on the peer"
-            )
+            d = Decision(DISCONNECT, reason=f"protocol mismatch: {e.protocol} here, {ps['protocol']} on the peer")
         elif ps["role"] == PRIMARY and e.role == PRIMARY and not e.cfg.net.allow_two_primaries:
             d = Decision(DISCONNECT, reason="both replicas are Primary and two primaries are not allowed")
         else:
@@ -404,9 +279,7 @@ class PeerLink:
         e.release(f"handshake:{self.node_id}")
         mine = d.mirrored()
         if (pd["action"], pd["full"]) != (mine.action, mine.full):
-            self.standalone(
-                f"sync decisions disagree: here {d.action}, on node {self.node_id} {pd['action']}"
-            )
+            self.standalone(f"sync decisions disagree: here {d.action}, on node {self.node_id} {pd['action']}")
             return
         self.peer_role = self.peer_state["role"] if self.peer_state else "Unknown"
         self.peer_disk = self.peer_state["disk"] if self.peer_state else "DUnknown"
@@ -469,9 +342,7 @@ class PeerLink:
         self.last_rx = asyncio.get_event_loop().time()
         e, t = self.engine, f.type
         if t in (W.WRITE, W.ZERO, W.TRIM):
-            if self.decision is None or (
-                self.peer_role != PRIMARY and (self.peer_state or {}).get("role") != PRIMARY
-            ):
+            if self.decision is None or (self.peer_role != PRIMARY and (self.peer_state or {}).get("role") != PRIMARY):
                 raise W.WireError("replicated write from a peer that is not Primary")
             if e.cfg.net.protocol == "B":
                 self.proto.send(self.proto.enc.encode(W.ACK_RECV, id=f.id))
@@ -520,9 +391,7 @@ class PeerLink:
             self._on_rs_done(f.json())
         elif t == W.OV_REQ:
             same = digest(e.read_raw(f.offset, f.id)) == bytes(f.payload)
-            self.proto.send(
-                self.proto.enc.encode(W.OV_RES, b"\x01" if same else b"\x00", id=f.id, offset=f.offset)
-            )
+            self.proto.send(self.proto.enc.encode(W.OV_RES, b"\x01" if same else b"\x00", id=f.id, offset=f.offset))
         elif t == W.OV_RES:
             self.node.verify_result(self, f.offset, f.id, bytes(f.payload) == b"\x01")
         elif t == W.ERROR:
@@ -533,7 +402,7 @@ class PeerLink:
     async def _sync_then(self, ack: int, fid: int, send: bool) -> None:
         proto = self.proto
         await asyncio.to_thread(os.fdatasync, self.engine.fd)
-        if send and proto is not None and proto is self.proto:
+        if send and proto is self.proto and proto is not None:
             proto.send(proto.enc.encode(ack, id=fid))
 
     def _on_update(self, st: dict[str, Any]) -> None:
@@ -569,9 +438,7 @@ class PeerLink:
             self.repl, self.peer_disk = "Established", UP_TO_DATE
             e.spawn(e.persist())
             assert self.proto is not None
-            self.proto.send(
-                self.proto.enc.json(W.RS_DONE, {"current": e.sb.current, "history": e.sb.history})
-            )
+            self.proto.send(self.proto.enc.json(W.RS_DONE, {"current": e.sb.current, "history": e.sb.history}))
             self._sync_finished()
         elif self.repl == "SyncTarget":
             e.adopt_generation(int(msg["current"]), msg.get("history", []))
@@ -591,9 +458,7 @@ class PeerLink:
 
     def _sync_finished(self) -> None:
         st = self.progress.status() if self.progress else {}
-        log.info(
-            "resync finished", extra=kv(peer=self.node_id, **{k: v for k, v in st.items() if v is not None})
-        )
+        log.info("resync finished", extra=kv(peer=self.node_id, **{k: v for k, v in st.items() if v is not None}))
         self.engine.events.publish("sync-finished", peer=self.node_id, **st)
         self.engine.peer_established(self.node_id)
 
@@ -602,6 +467,7 @@ class PeerLink:
         e = self.engine
         await e.persist()  # Inconsistent is on disk before the first block changes
         self.progress = Progress(total=bits.count() * 4096)
+        self.rs_window, self.rs_outstanding = asyncio.Semaphore(WINDOW), 0  # fresh for this connection
         limiter = RateLimiter(e.cfg.sync.rate)
         proto = self.proto
         for first, n in list(bits.runs(max_bits=32)):
@@ -612,11 +478,9 @@ class PeerLink:
                 return
             self.rs_outstanding += 1
             proto.send(proto.enc.encode(W.RS_REQ, digest(e.read_raw(off, length)), id=length, offset=off))
-        while self.rs_outstanding and self.proto is proto:
+        for _ in range(WINDOW):  # every answer is in once the whole window is free again
             await self.rs_window.acquire()
-            self.rs_window.release()
-            await asyncio.sleep(0.01)
-        if proto is not None and self.proto is proto:
+        if self.proto is proto and proto is not None:
             proto.send(proto.enc.json(W.RS_DONE, {}))
 
     def _on_rs_reply(self, f: W.Frame) -> None:
@@ -636,45 +500,3 @@ class PeerLink:
         e.m.resync_bytes.labels(e.cfg.resource, str(self.node_id)).inc(f.id)
         self.rs_outstanding -= 1
         self.rs_window.release()
-
-
-class Replication:
-    """All peer links of this replica plus the listener."""
-
-    def __init__(self, engine: Engine, secret: bytes) -> None:
-        self.engine, self.secret = engine, secret
-        self.links: dict[int, PeerLink] = {}
-        for p in engine.cfg.peers:
-            self.links[p.node_id] = PeerLink(self, p.node_id, p.name, p.address)
-        engine.links = self.links  # type: ignore[assignment]
-        self.server: asyncio.AbstractServer | None = None
-        self.tasks: list[asyncio.Task[None]] = []
-        self.on_pri_lost: Any = None
-        self.on_verify: Any = None
-
-    async def start(self) -> None:
-        host, _, port = self.engine.cfg.net.listen.rpartition(":")
-        loop = asyncio.get_running_loop()
-        if self.links:
-            self.server = await loop.create_server(
-                lambda: LinkProtocol(self, None), host.strip("[]"), int(port), reuse_address=True
-            )
-        for link in self.links.values():
-            self.tasks.append(self.engine.spawn(link.run()))
-
-    async def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        if self.server is not None:
-            self.server.close()
-        for link in self.links.values():
-            if link.proto is not None:
-                link.proto.abort("shutting down")
-
-    def pri_lost(self, peer: int, why: str) -> None:
-        if self.on_pri_lost:
-            self.on_pri_lost(peer, why)
-
-    def verify_result(self, link: PeerLink, offset: int, length: int, same: bool) -> None:
-        if self.on_verify:
-            self.on_verify(link, offset, length, same)

@@ -57,9 +57,7 @@ async def _run(engine: Engine, link: PeerLink) -> None:
                 v["result"] = "aborted: connection lost"
                 return
             v["_outstanding"] += 1
-            proto.send(
-                proto.enc.encode(W.OV_REQ, digest(engine.read_raw(off, length)), id=length, offset=off)
-            )
+            proto.send(proto.enc.encode(W.OV_REQ, digest(engine.read_raw(off, length)), id=length, offset=off))
         for _ in range(200 * 60):
             if v["_outstanding"] <= 0 or link.proto is not proto:
                 break
@@ -69,9 +67,7 @@ async def _run(engine: Engine, link: PeerLink) -> None:
         v["running"] = False
         v.pop("_sem", None)
         v.pop("_outstanding", None)
-        log.info(
-            "online verify finished", extra=kv(peer=link.node_id, out_of_sync=v.get("out_of_sync_bytes"))
-        )
+        log.info("online verify finished", extra=kv(peer=link.node_id, out_of_sync=v.get("out_of_sync_bytes")))
         engine.events.publish(
             "verify-finished",
             peer=link.node_id,

@@ -64,9 +64,7 @@ class Frame:
 
 
 def hello_payload(node_id: int, resource: str, nonce: bytes) -> bytes:
-    meta = json.dumps(
-        {"versions": [VERSION_MIN, VERSION_MAX], "node": node_id, "resource": resource}
-    ).encode()
+    meta = json.dumps({"versions": [VERSION_MIN, VERSION_MAX], "node": node_id, "resource": resource}).encode()
     return nonce + meta
 
 
@@ -93,16 +91,12 @@ def negotiate(peer_versions: list[int]) -> int:
     return hi
 
 
-def auth_response(
-    secret: bytes, receiver_nonce: bytes, sender_nonce: bytes, sender_id: int, resource: str
-) -> bytes:
+def auth_response(secret: bytes, receiver_nonce: bytes, sender_nonce: bytes, sender_id: int, resource: str) -> bytes:
     msg = b"auth" + receiver_nonce + sender_nonce + struct.pack(">I", sender_id) + resource.encode()
     return hmac.new(secret, msg, "sha256").digest()
 
 
-def check_auth(
-    secret: bytes, my_nonce: bytes, peer_nonce: bytes, peer_id: int, resource: str, got: bytes
-) -> None:
+def check_auth(secret: bytes, my_nonce: bytes, peer_nonce: bytes, peer_id: int, resource: str, got: bytes) -> None:
     if my_nonce == peer_nonce:
         raise AuthError("peer echoed our nonce (reflection)")
     want = auth_response(secret, my_nonce, peer_nonce, peer_id, resource)

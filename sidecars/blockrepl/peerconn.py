@@ -1,0 +1,177 @@
+"""Replication connections: the TCP protocol with its authenticated handshake, and the listener.
+
+Each connection starts unauthenticated: both sides send HELLO, answer the other's challenge
+(AUTH), then switch to per-direction HMAC keys (wire.py). Only then is the connection handed
+to the PeerLink of the authenticated node id; anything else closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from hastack_blockrepl import wire as W
+from hastack_blockrepl.engine import Engine
+from hastack_blockrepl.peer import PeerLink
+from hastack_common.logs import kv
+
+log = logging.getLogger(__name__)
+
+
+class LinkProtocol(asyncio.Protocol):
+    """One TCP connection; authenticates, then hands frames to its PeerLink."""
+
+    def __init__(self, node: Replication, expect: int | None) -> None:
+        self.node, self.expect = node, expect
+        self.enc, self.dec = W.Encoder(None), W.Decoder(None, max_payload=4096)
+        self.nonce = os.urandom(W.NONCE_LEN)
+        self.peer_nonce = b""
+        self.peer_id: int | None = None
+        self.link: PeerLink | None = None
+        self.transport: asyncio.Transport | None = None
+        self.out: list[Any] = []
+        self.flush_scheduled = False
+        loop = asyncio.get_event_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.ready: asyncio.Future[None] = loop.create_future()  # authenticated, or closed
+        self.authed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        cfg = self.node.engine.cfg
+        self.send(self.enc.encode(W.HELLO, W.hello_payload(cfg.node_id, cfg.resource, self.nonce)))
+        self.flush()
+        asyncio.get_event_loop().call_later(cfg.net.connect_timeout, self._handshake_timeout)
+
+    def _handshake_timeout(self) -> None:
+        if not self.authed:
+            self.abort("handshake timed out")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in (self.closed, self.ready):
+            if not fut.done():
+                fut.set_result(None)
+        if self.link is not None:
+            self.link.detached(self, str(exc) if exc else "connection closed")
+
+    def pause_writing(self) -> None:
+        if self.link:
+            self.node.engine.set_congested(self.link.node_id, True)
+
+    def resume_writing(self) -> None:
+        if self.link:
+            self.node.engine.set_congested(self.link.node_id, False)
+
+    def send(self, parts: list[Any]) -> None:
+        self.out.extend(parts)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_event_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(self.out)
+        self.out = []
+
+    def abort(self, why: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            log.info("closing replication connection", extra=kv(peer=self.peer_id, reason=why))
+            self.flush()
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for f in self.dec.feed(data):
+                if self.link is not None:
+                    self.link.on_frame(f)
+                else:
+                    self._handshake(f)
+                if self.transport is None or self.transport.is_closing():
+                    break
+        except W.AuthError as exc:
+            self.node.engine.m.auth_failures.inc()
+            log.warning("replication peer failed authentication", extra=kv(error=str(exc)))
+            self.abort(str(exc))
+        except (W.WireError, ValueError, KeyError, TypeError) as exc:
+            log.warning("malformed replication traffic", extra=kv(peer=self.peer_id, error=str(exc)))
+            self.abort(str(exc))
+        self.flush()
+
+    def _handshake(self, f: W.Frame) -> None:
+        cfg = self.node.engine.cfg
+        if f.type == W.HELLO and self.peer_id is None:
+            nonce, meta = W.parse_hello(f.payload)
+            pid = int(meta["node"])
+            if meta.get("resource") != cfg.resource:
+                raise W.WireError(f"peer serves resource {meta.get('resource')!r}, not {cfg.resource!r}")
+            if pid not in self.node.links or (self.expect is not None and pid != self.expect):
+                raise W.AuthError(f"node {pid} is not a configured peer")
+            W.negotiate([int(v) for v in meta["versions"]])
+            self.peer_id, self.peer_nonce = pid, nonce
+            self.send(
+                self.enc.encode(W.AUTH, W.auth_response(self.node.secret, nonce, self.nonce, cfg.node_id, cfg.resource))
+            )
+            nonces = {cfg.node_id: self.nonce, pid: nonce}
+            self.enc.set_key(W.direction_key(self.node.secret, cfg.node_id, nonces))
+            self._peer_key = W.direction_key(self.node.secret, pid, nonces)
+        elif f.type == W.AUTH and self.peer_id is not None and not self.authed:
+            W.check_auth(self.node.secret, self.nonce, self.peer_nonce, self.peer_id, cfg.resource, f.payload)
+            self.dec.set_key(self._peer_key)
+            self.dec.max_payload = W.MAX_PAYLOAD
+            self.authed = True
+            assert self.transport is not None
+            self.transport.set_write_buffer_limits(high=cfg.net.max_buffer)
+            self.link = self.node.links[self.peer_id]
+            self.link.attached(self)
+            if not self.ready.done():
+                self.ready.set_result(None)
+        else:
+            raise W.WireError(f"unexpected {W.NAMES.get(f.type, f.type)} frame during the handshake")
+
+
+class Replication:
+    """All peer links of this replica plus the listener."""
+
+    def __init__(self, engine: Engine, secret: bytes) -> None:
+        self.engine, self.secret = engine, secret
+        self.links: dict[int, PeerLink] = {}
+        for p in engine.cfg.peers:
+            self.links[p.node_id] = PeerLink(self, p.node_id, p.name, p.address)  # type: ignore[arg-type]
+        engine.links = self.links  # type: ignore[assignment]
+        self.server: asyncio.AbstractServer | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.on_pri_lost: Any = None
+        self.on_verify: Any = None
+
+    async def start(self) -> None:
+        host, _, port = self.engine.cfg.net.listen.rpartition(":")
+        loop = asyncio.get_running_loop()
+        if self.links:
+            self.server = await loop.create_server(
+                lambda: LinkProtocol(self, None), host.strip("[]"), int(port), reuse_address=True
+            )
+        for link in self.links.values():
+            self.tasks.append(self.engine.spawn(link.run()))
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        if self.server is not None:
+            self.server.close()
+        for link in self.links.values():
+            if link.proto is not None:
+                link.proto.abort("shutting down")
+
+    def new_protocol(self, expect: int | None) -> LinkProtocol:
+        return LinkProtocol(self, expect)
+
+    def pri_lost(self, peer: int, why: str) -> None:
+        if self.on_pri_lost:
+            self.on_pri_lost(peer, why)
+
+    def verify_result(self, link: PeerLink, offset: int, length: int, same: bool) -> None:
+        if self.on_verify:
+            self.on_verify(link, offset, length, same)
