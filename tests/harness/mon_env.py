@@ -6,6 +6,7 @@ test run), so the fixtures stop them all even when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import signal
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +50,7 @@ def _name(cn: str) -> x509.Name:
 
 def _write_key(path: pathlib.Path, key: ec.EllipticCurvePrivateKey) -> str:
     path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return str(path)
 
@@ -234,9 +234,7 @@ def promql(base: str, query: str) -> list[dict[str, Any]]:
 def alertmanager(sup: Supervisor, tmp: pathlib.Path) -> tuple[Child, str]:
     port = free_port()
     cfg = tmp / "alertmanager.yml"
-    cfg.write_text(
-        json.dumps({"route": {"receiver": "null", "group_wait": "1s"}, "receivers": [{"name": "null"}]})
-    )
+    cfg.write_text(json.dumps({"route": {"receiver": "null", "group_wait": "1s"}, "receivers": [{"name": "null"}]}))
     argv = [
         need("prometheus-alertmanager"),
         f"--config.file={cfg}",
@@ -310,3 +308,34 @@ class MonProcess:
     def stop(self) -> int | None:
         self.proc.stop()
         return self.proc.proc.returncode
+
+
+@contextlib.contextmanager
+def control_server(path: str, handlers: dict[str, Any]) -> Iterator[None]:
+    """A ``hastack_common.ctlsock.ControlServer`` on ``path``, served from a thread while in scope."""
+    import asyncio
+    import threading
+
+    from hastack_common.ctlsock import ControlServer
+
+    ready = threading.Event()
+    running: dict[str, Any] = {}
+
+    async def serve() -> None:
+        server = ControlServer(path, handlers)
+        await server.start()
+        running.update(loop=asyncio.get_running_loop(), stop=asyncio.Event())
+        ready.set()
+        await running["stop"].wait()
+        await server.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(10):
+            raise AssertionError(f"control server on {path} did not start")
+        yield
+    finally:
+        if running:
+            running["loop"].call_soon_threadsafe(running["stop"].set)
+        thread.join(10)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from harness.mon_env import MonProcess, Targets, alertmanager, http_json, prometheus, promql, wait_for
+from harness.mon_env import MonProcess, Targets, alertmanager, control_server, http_json, prometheus, promql, wait_for
 from harness.procs import Supervisor
-from hastack_common.ctlsock import ControlServer
+from hastack_common.ctlsock import CommandError
 from hastack_common.failover_request import FailoverRequest
 
 MonFactory = Callable[[dict[str, Any]], MonProcess]
@@ -97,25 +95,12 @@ def test_failover_receiver_asks_heartbeat_once_per_outage(
     # for it and records the requests, so this test checks mon's half of the contract.
     requests: list[dict[str, Any]] = []
     sock = str(tmp_path / "heartbeat.sock")
-    ready = threading.Event()
-    running: dict[str, Any] = {}
 
     async def failover(args: dict[str, Any]) -> dict[str, Any]:
         requests.append(args)
         return {"accepted": True, "action": "failover", "detail": "switching to member-1"}
 
-    async def serve() -> None:
-        server = ControlServer(sock, {"failover": failover})
-        await server.start()
-        running.update(loop=asyncio.get_running_loop(), stop=asyncio.Event())
-        ready.set()
-        await running["stop"].wait()
-        await server.close()
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
-    thread.start()
-    try:
-        ready.wait(10)
+    with control_server(sock, {"failover": failover}):
         receivers = [{"name": "ha", "type": "failover", "haCluster": "shop-db", "socket": sock}]
         mon = mon_factory({"monitors": [monitor(targets, receivers, {"after": 3, "every": "500ms"})]})
         targets.set_health(503)
@@ -133,7 +118,34 @@ def test_failover_receiver_asks_heartbeat_once_per_outage(
         wait_for(lambda: mon.probe("web", "health", "shop")["alert"] == "ok", 10, "recovered")
         targets.set_health(503)
         wait_for(lambda: len(requests) >= 2, 15, "a second outage, a second request")
-    finally:
-        if running:
-            running["loop"].call_soon_threadsafe(running["stop"].set)
-        thread.join(10)
+
+
+def failures(mon: MonProcess) -> float:
+    prefix = 'hastack_mon_receiver_delivery_failures_total{monitor="web",namespace="shop",receiver="ha"'
+    return sum(float(line.split()[-1]) for line in mon.metrics().splitlines() if line.startswith(prefix))
+
+
+def test_failover_refusal_is_final_and_an_unreachable_heartbeat_is_retried(
+    targets: Targets, mon_factory: MonFactory, tmp_path: pathlib.Path
+) -> None:
+    requests: list[dict[str, Any]] = []
+    sock = str(tmp_path / "heartbeat.sock")
+
+    async def refuse(args: dict[str, Any]) -> dict[str, Any]:
+        requests.append(args)
+        raise CommandError("refusing failover: no standby is alive and eligible")
+
+    receivers = [
+        {"name": "ha", "type": "failover", "haCluster": "shop-db", "socket": sock, "retries": 3, "backoff": "50ms"}
+    ]
+    targets.set_health(503)
+    mon = mon_factory({"monitors": [monitor(targets, receivers, {"after": 2})]})
+    wait_for(lambda: failures(mon) == 3, 15, "three attempts on a missing socket")
+    assert "No such file" in mon.log() or "Connection refused" in mon.log()
+    targets.set_health(200)
+    wait_for(lambda: mon.probe("web", "health", "shop")["alert"] == "ok", 10, "recovered")
+    with control_server(sock, {"failover": refuse}):
+        targets.set_health(503)
+        wait_for(lambda: failures(mon) == 4, 15, "the refusal counted")
+        assert len(requests) == 1  # a refusal is not retried
+        assert "refusing failover: no standby is alive and eligible" in mon.log()
