@@ -67,12 +67,14 @@ class ControlPlane:
         bind_address: str = "127.0.0.1",
         extra_sans: tuple[str, ...] = (),
         workdir: Path | None = None,
+        detached: bool = False,
     ) -> None:
         self.node_count = nodes
         self.with_controllers = controllers
         self.bind_address = bind_address
         self.extra_sans = extra_sans
         self._given_workdir = workdir
+        self.detached = detached
         self.workdir = Path()
         self.timings: dict[str, float] = {}
         self.ports: dict[str, int] = {}
@@ -128,8 +130,12 @@ class ControlPlane:
             raise RuntimeError(f"TokenRequest for {namespace}/{name} returned no token")
         out = path or self.workdir / f"sa-{namespace}-{name}.kubeconfig"
         return kubeconfig.write(
-            out, self.server, self.ca_file, user=f"system:serviceaccount:{namespace}:{name}",
-            token=resp.status.token, namespace=namespace,
+            out,
+            self.server,
+            self.ca_file,
+            user=f"system:serviceaccount:{namespace}:{name}",
+            token=resp.status.token,
+            namespace=namespace,
         )
 
     def pids(self) -> list[int]:
@@ -168,7 +174,7 @@ class ControlPlane:
         else:
             self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         (self.workdir / "owner.pid").write_text(str(os.getpid()))
-        self._sup = Supervisor(self.workdir / "logs")
+        self._sup = Supervisor(self.workdir / "logs", detached=self.detached)
         try:
             self._start(bins, t0)
         except BaseException:
@@ -210,32 +216,59 @@ class ControlPlane:
         d = self.workdir / "pki"
         ca = pki.CertificateAuthority(d)
         ips = ("127.0.0.1", KUBERNETES_SERVICE_IP, self.bind_address, *self.extra_sans)
-        dns = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-               "kubernetes.default.svc.cluster.local")
+        dns = (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        )
         creds = {
             "apiserver": ca.issue("apiserver", "kube-apiserver", dns=dns, ips=tuple(set(ips)), server=True),
             "apiserver-kubelet-client": ca.issue(
-                "apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",),
+                "apiserver-kubelet-client",
+                "kube-apiserver-kubelet-client",
+                orgs=("system:masters",),
                 client=True,
             ),
             "admin": ca.issue("admin", "hastack-admin", orgs=("system:masters",), client=True),
             "controller-manager": ca.issue(
-                "controller-manager", "system:kube-controller-manager", client=True, server=True,
-                dns=("localhost",), ips=("127.0.0.1",),
+                "controller-manager",
+                "system:kube-controller-manager",
+                client=True,
+                server=True,
+                dns=("localhost",),
+                ips=("127.0.0.1",),
             ),
             "scheduler": ca.issue(
-                "scheduler", "system:kube-scheduler", client=True, server=True,
-                dns=("localhost",), ips=("127.0.0.1",),
+                "scheduler",
+                "system:kube-scheduler",
+                client=True,
+                server=True,
+                dns=("localhost",),
+                ips=("127.0.0.1",),
             ),
             "sa": pki.service_account_keys(d),
             "ca": ca.pair,
         }
         self.ports["apiserver"] = free_port()
-        kubeconfig.write(self.kubeconfig, self.server, ca.pair.cert, "hastack-admin",
-                         creds["admin"].cert, creds["admin"].key)
+        kubeconfig.write(
+            self.kubeconfig,
+            self.server,
+            ca.pair.cert,
+            "hastack-admin",
+            creds["admin"].cert,
+            creds["admin"].key,
+        )
         for who in ("controller-manager", "scheduler"):
-            kubeconfig.write(self.workdir / f"{who}.kubeconfig", self.server, ca.pair.cert,
-                             who, creds[who].cert, creds[who].key)
+            kubeconfig.write(
+                self.workdir / f"{who}.kubeconfig",
+                self.server,
+                ca.pair.cert,
+                who,
+                creds[who].cert,
+                creds[who].key,
+            )
         return creds
 
     def _spawn(self, name: str, argv: list[str | os.PathLike[str]]) -> Child:
@@ -264,15 +297,21 @@ class ControlPlane:
     def _start_etcd(self, etcd: Path) -> None:
         client_port, peer_port = free_port(), free_port()
         self.ports.update(etcd=client_port, etcd_peer=peer_port)
-        self._spawn("etcd", [
-            etcd, "--name=hastack", f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{client_port}",
-            f"--advertise-client-urls=http://127.0.0.1:{client_port}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=hastack=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync", "--log-level=warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                etcd,
+                "--name=hastack",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{client_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{client_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=hastack=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
 
         def healthy() -> bool:
             status, body = http_get(f"http://127.0.0.1:{client_port}/health")
@@ -281,26 +320,33 @@ class ControlPlane:
         self._await("etcd", healthy, "etcd /health")
 
     def _start_apiserver(self, apiserver: Path, creds: dict[str, pki.CertPair]) -> None:
-        self._spawn("kube-apiserver", [
-            apiserver,
-            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            f"--bind-address={self.bind_address}", f"--advertise-address={self.bind_address}",
-            f"--secure-port={self.ports['apiserver']}",
-            f"--tls-cert-file={creds['apiserver'].cert}", f"--tls-private-key-file={creds['apiserver'].key}",
-            f"--client-ca-file={creds['ca'].cert}",
-            f"--kubelet-client-certificate={creds['apiserver-kubelet-client'].cert}",
-            f"--kubelet-client-key={creds['apiserver-kubelet-client'].key}",
-            f"--kubelet-certificate-authority={creds['ca'].cert}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={creds['sa'].cert}",
-            f"--service-account-signing-key-file={creds['sa'].key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            # The `kubernetes` Service cannot point at a loopback address: no reconciler then.
-            f"--endpoint-reconciler-type={'none' if self.bind_address.startswith('127.') else 'lease'}",
-            "-v=1",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                apiserver,
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                f"--bind-address={self.bind_address}",
+                f"--advertise-address={self.bind_address}",
+                f"--secure-port={self.ports['apiserver']}",
+                f"--tls-cert-file={creds['apiserver'].cert}",
+                f"--tls-private-key-file={creds['apiserver'].key}",
+                f"--client-ca-file={creds['ca'].cert}",
+                f"--kubelet-client-certificate={creds['apiserver-kubelet-client'].cert}",
+                f"--kubelet-client-key={creds['apiserver-kubelet-client'].key}",
+                f"--kubelet-certificate-authority={creds['ca'].cert}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={creds['sa'].cert}",
+                f"--service-account-signing-key-file={creds['sa'].key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                # The `kubernetes` Service cannot point at a loopback address: no reconciler then.
+                f"--endpoint-reconciler-type={'none' if self.bind_address.startswith('127.') else 'lease'}",
+                "-v=1",
+            ],
+        )
         ctx = kubeconfig.tls_context(creds["ca"].cert, creds["admin"].cert, creds["admin"].key)
 
         def ready() -> bool:
@@ -315,28 +361,43 @@ class ControlPlane:
         kcm_kc = self.workdir / "controller-manager.kubeconfig"
         sched_kc = self.workdir / "scheduler.kubeconfig"
         cm = creds["controller-manager"]
-        self._spawn("kube-controller-manager", [
-            bins["kube-controller-manager"],
-            f"--kubeconfig={kcm_kc}", f"--authentication-kubeconfig={kcm_kc}",
-            f"--authorization-kubeconfig={kcm_kc}",
-            "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
-            f"--tls-cert-file={cm.cert}", f"--tls-private-key-file={cm.key}",
-            "--leader-elect=false", "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={creds['sa'].key}",
-            f"--root-ca-file={creds['ca'].cert}",
-            f"--cluster-signing-cert-file={creds['ca'].cert}",
-            f"--cluster-signing-key-file={creds['ca'].key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "-v=1",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                bins["kube-controller-manager"],
+                f"--kubeconfig={kcm_kc}",
+                f"--authentication-kubeconfig={kcm_kc}",
+                f"--authorization-kubeconfig={kcm_kc}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--tls-cert-file={cm.cert}",
+                f"--tls-private-key-file={cm.key}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={creds['sa'].key}",
+                f"--root-ca-file={creds['ca'].cert}",
+                f"--cluster-signing-cert-file={creds['ca'].cert}",
+                f"--cluster-signing-key-file={creds['ca'].key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "-v=1",
+            ],
+        )
         sc = creds["scheduler"]
-        self._spawn("kube-scheduler", [
-            bins["kube-scheduler"],
-            f"--kubeconfig={sched_kc}", f"--authentication-kubeconfig={sched_kc}",
-            f"--authorization-kubeconfig={sched_kc}",
-            "--bind-address=127.0.0.1", f"--secure-port={sched_port}",
-            f"--tls-cert-file={sc.cert}", f"--tls-private-key-file={sc.key}",
-            "--leader-elect=false", "-v=1",
-        ])
+        self._spawn(
+            "kube-scheduler",
+            [
+                bins["kube-scheduler"],
+                f"--kubeconfig={sched_kc}",
+                f"--authentication-kubeconfig={sched_kc}",
+                f"--authorization-kubeconfig={sched_kc}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                f"--tls-cert-file={sc.cert}",
+                f"--tls-private-key-file={sc.key}",
+                "--leader-elect=false",
+                "-v=1",
+            ],
+        )
         ctx = kubeconfig.tls_context(creds["ca"].cert)
         for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
             url = f"https://127.0.0.1:{port}/healthz"
@@ -344,7 +405,8 @@ class ControlPlane:
         # Pods can only be created once the ServiceAccount controller made `default`.
         self._await(
             "kube-controller-manager",
-            lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False)
-            .returncode == 0,
+            lambda: (
+                self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
+            ),
             "the default ServiceAccount",
         )

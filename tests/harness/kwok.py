@@ -75,11 +75,19 @@ def ready_condition_patch(ready: bool, now: datetime) -> dict[str, Any]:
     """A strategic-merge status patch setting the Ready condition as a kubelet (or its absence) would."""
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     if ready:
-        cond = {"type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "kubelet is posting ready status"}
+        cond = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+        }
     else:
-        cond = {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                "message": "Kubelet stopped posting node status."}
+        cond = {
+            "type": "Ready",
+            "status": "Unknown",
+            "reason": "NodeStatusUnknown",
+            "message": "Kubelet stopped posting node status.",
+        }
     cond.update(lastHeartbeatTime=stamp, lastTransitionTime=stamp)
     return {"status": {"conditions": [cond]}}
 
@@ -96,12 +104,20 @@ def start(cp: ControlPlane, kwok_bin: Path, count: int) -> list[str]:
     cp.kubectl("apply", "-f", "-", input=json.dumps(manifests))
     port = free_port()
     cp.ports["kwok"] = port
-    cp._spawn("kwok", [
-        kwok_bin, f"--kubeconfig={cp.kubeconfig}",
-        "--manage-all-nodes=false", f"--manage-nodes-with-label-selector={MANAGED_LABEL}=managed",
-        f"--server-address=127.0.0.1:{port}", f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1",
-        f"--config={STAGES}", f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
-    ])
+    cp._spawn(
+        "kwok",
+        [
+            kwok_bin,
+            f"--kubeconfig={cp.kubeconfig}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-label-selector={MANAGED_LABEL}=managed",
+            f"--server-address=127.0.0.1:{port}",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=127.0.0.1",
+            f"--config={STAGES}",
+            f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+        ],
+    )
     cp._await("kwok", lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, "kwok /healthz")
 
     def all_ready() -> bool:

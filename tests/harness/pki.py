@@ -48,6 +48,18 @@ def _name(cn: str, orgs: tuple[str, ...] = ()) -> x509.Name:
 class CertificateAuthority:
     """A CA whose files live in `directory` (ca.crt, ca.key)."""
 
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        """Reopen a CA written earlier (another process started the control plane)."""
+        ca = cls.__new__(cls)
+        ca.directory = directory
+        ca.pair = CertPair(directory / "ca.crt", directory / "ca.key")
+        ca._cert = x509.load_pem_x509_certificate(ca.pair.cert.read_bytes())
+        key = serialization.load_pem_private_key(ca.pair.key.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        ca._key = key
+        return ca
+
     def __init__(self, directory: Path, cn: str = "hastack-test-ca") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -65,9 +77,15 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -90,8 +108,9 @@ class CertificateAuthority:
         ips: tuple[str, ...] = (),
         server: bool = False,
         client: bool = False,
+        out_dir: Path | None = None,
     ) -> CertPair:
-        """Sign a leaf certificate; writes <stem>.crt and <stem>.key next to the CA."""
+        """Sign a leaf certificate; writes <stem>.crt and <stem>.key next to the CA (or in out_dir)."""
         key = _key()
         now = datetime.datetime.now(datetime.UTC)
         usages = []
@@ -115,7 +134,8 @@ class CertificateAuthority:
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
-        pair = CertPair(self.directory / f"{stem}.crt", self.directory / f"{stem}.key")
+        d = out_dir or self.directory
+        pair = CertPair(d / f"{stem}.crt", d / f"{stem}.key")
         pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, pair.key)
         return pair

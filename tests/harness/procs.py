@@ -134,10 +134,14 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 class Supervisor:
     """Starts children and guarantees they are stopped: explicitly, or at interpreter exit."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, detached: bool = False) -> None:
+        """detached: children outlive this process (no PDEATHSIG, no atexit stop); whoever stops
+        them later finds them by their command line (the lab does)."""
         self.log_dir = log_dir
+        self.detached = detached
         self.children: list[Child] = []
-        atexit.register(self.stop_all)
+        if not detached:
+            atexit.register(self.stop_all)
 
     def start(
         self,
@@ -160,7 +164,7 @@ class Supervisor:
             env=full_env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe enough
+            preexec_fn=None if self.detached else _die_with_parent,  # noqa: PLW1509 - only prctl
         )
         child = Child(name, proc, log_path, log_file)
         self.children.append(child)

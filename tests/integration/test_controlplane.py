@@ -82,8 +82,15 @@ def test_service_account_kubeconfig_carries_only_its_rbac(
     cp = control_plane
     cp.kubectl("create", "serviceaccount", "reader", "-n", namespace)
     cp.kubectl("create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", namespace)
-    cp.kubectl("create", "rolebinding", "reader", "--role=pod-reader",
-               f"--serviceaccount={namespace}:reader", "-n", namespace)
+    cp.kubectl(
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=pod-reader",
+        f"--serviceaccount={namespace}:reader",
+        "-n",
+        namespace,
+    )
     kc = cp.kubeconfig_for_service_account(namespace, "reader")
 
     who = json.loads(cp.kubectl("auth", "whoami", "-o", "json", kubeconfig_path=kc).stdout)
