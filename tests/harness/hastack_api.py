@@ -85,13 +85,14 @@ class OperatorProcess:
         self.metrics_port = free_port()
         self._sup = Supervisor(cp.workdir / "logs")
         self.child: Child | None = None
+        self.child_env: dict[str, str] = {}
 
     def start(self) -> OperatorProcess:
         argv = [sys.executable, "-m", "hastack_common.cli", "operator",
                 f"--lease-namespace={self.lease_namespace}", f"--health-port={self.health_port}",
                 f"--metrics-port={self.metrics_port}", *self.extra_args]
         env = {"KUBECONFIG": str(self.kubeconfig), "HASTACK_LOG_LEVEL": "INFO",
-               "POD_NAME": self.name, "PYTHONUNBUFFERED": "1"}
+               "POD_NAME": self.name, "PYTHONUNBUFFERED": "1", **self.child_env}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         self.child = self._sup.start(self.name, argv, env=env)
         return self
