@@ -76,7 +76,7 @@ async def run(ns: argparse.Namespace) -> int:
 
         publisher = k8s.StatusPublisher(api, cfg.namespace, ns.member, node.status)
         recorder = k8s.EventRecorder(api, cfg.namespace, cfg.cluster)
-        node.role_listeners.append(lambda a, now: _on_role(node, recorder, publisher, a, now))
+        node.role_listeners.append(lambda a, now: _on_role(node, recorder, a, now))
         node.spawn(publisher.run())
     loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(_terminate(node)))
     loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(_terminate(node)))
@@ -88,8 +88,7 @@ async def _nothing() -> None:
     return None
 
 
-def _on_role(node: Node, recorder: Any, publisher: Any, a: RoleChanged, now: float) -> None:
-    publisher.changed.set()
+def _on_role(node: Node, recorder: Any, a: RoleChanged, now: float) -> None:
     if a.new == "active":
         node.spawn(recorder.emit(now, "Normal", "MemberActive", f"{node.me} is active: {a.reason}"))
     elif a.new == "demoting":

@@ -73,7 +73,8 @@ class PodLabelAgent:
 class StatusPublisher:
     """Writes the member status JSON into this pod's ``hastack.io/member-status`` annotation.
 
-    Rate limited: at most one write per ``min_interval``, and at least one per ``max_interval``.
+    Rate limited: at most one write per ``min_interval`` when it changed, and one per
+    ``max_interval`` even unchanged (the operator sees the member is alive).
     """
 
     def __init__(self, api: Any, namespace: str, pod: str, status: Callable[[], dict[str, Any]],
@@ -83,7 +84,6 @@ class StatusPublisher:
         self.core = client.CoreV1Api(api)
         self.namespace, self.pod, self.status = namespace, pod, status
         self.min_interval, self.max_interval = min_interval, max_interval
-        self.changed = asyncio.Event()
         self.writes = 0
 
     def _publish(self, text: str) -> None:
@@ -92,23 +92,18 @@ class StatusPublisher:
                                        _content_type=MERGE)
 
     async def run(self) -> None:
-        last = ""
+        last, written = "", -1e9
+        loop = asyncio.get_running_loop()
         while True:
-            summary = _summary(self.status())
-            text = json.dumps(summary, sort_keys=True, separators=(",", ":"))
-            if text != last:
+            text = json.dumps(_summary(self.status()), sort_keys=True, separators=(",", ":"))
+            if text != last or loop.time() - written >= self.max_interval:
                 try:
                     await asyncio.to_thread(self._publish, text)
-                    last = text
+                    last, written = text, loop.time()
                     self.writes += 1
                 except Exception as exc:
                     log.warning("member status not published", extra=kv(error=str(exc)[:200]))
             await asyncio.sleep(self.min_interval)
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), self.max_interval - self.min_interval)
-            except TimeoutError:
-                last = ""  # publish again even unchanged: the operator sees we are alive
 
 
 def _summary(status: dict[str, Any]) -> dict[str, Any]:

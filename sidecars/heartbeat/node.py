@@ -46,6 +46,7 @@ from hastack_heartbeat.metrics import Metrics
 from hastack_heartbeat.status import Timeline, member_status
 
 log = logging.getLogger(__name__)
+FAR_FUTURE = 10 * 365 * 86400.0
 
 
 class LeaseBackend(Protocol):
@@ -247,9 +248,12 @@ class Node:
     def gate_state(self) -> state_file.GateState:
         st = self.state
         serve = st.role is m.Role.ACTIVE and self.agents.mounted and st.fence_until is not None
+        deadline = None
+        if st.role in m.HOLDING and st.fence_until is not None:
+            deadline = min(st.fence_until, self.clock() + FAR_FUTURE)  # finite JSON, even with fencing off
         return state_file.GateState(
             member=self.me, role=st.role.value, serve=serve, mounted=self.agents.mounted,
-            fence_deadline=st.fence_until if st.role in m.HOLDING else None,
+            fence_deadline=deadline,
             stop_grace_seconds=parse_duration(self.cfg.gate_grace), generation=self.generation,
         )
 

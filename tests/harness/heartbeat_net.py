@@ -10,6 +10,7 @@ removes every namespace, veth and the bridge, even after a failed test.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ import yaml
 from harness.procs import Child, Supervisor, run, wait_for
 from hastack_common import ctlsock
 
+_IDS = itertools.count()
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 METRICS_PORT = 9694
 
@@ -78,9 +80,11 @@ class HeartbeatNet:
     extra: dict[str, Any] = field(default_factory=dict)
     members: dict[str, Member] = field(default_factory=dict)
     net_id: int = 0
+    namespace: str = "default"
+    kubeconfig: Path | None = None  # with it: Lease arbitration against that API server
 
     def __post_init__(self) -> None:
-        self.net_id = 1 + os.getpid() % 200
+        self.net_id = 1 + (os.getpid() + 17 * next(_IDS)) % 250  # names and subnets unique per net
         self.bridge = f"hb{self.net_id}-br"
         self.host_ip = f"10.231.{self.net_id}.1"
         self.sup = Supervisor(self.tmp / "logs")
@@ -106,11 +110,12 @@ class HeartbeatNet:
             _ns_exec(ns, "ip", "addr", "add", f"{addrs[name]}/24", "dev", "eth0")
             _ns_exec(ns, "ip", "link", "set", "eth0", "up")
             _ns_exec(ns, "ip", "link", "set", "lo", "up")
+            _ns_exec(ns, "ip", "route", "add", "default", "via", self.host_ip)  # the API server's address
             run_dir = self.tmp / name / "run"
             run_dir.mkdir(parents=True)
             secret = self.tmp / name / "secret"
             secret.write_bytes(self.cluster_secret)
-            cfg = {"cluster": self.prefix, "namespace": "default", "members": names,
+            cfg = {"cluster": self.prefix, "namespace": self.namespace, "members": names,
                    "peerDomain": "invalid", "leaseName": self.prefix, "addresses": addrs,
                    "timing": self.timing, "secretFile": str(secret), "runDir": str(run_dir),
                    "metricsPort": METRICS_PORT, **self.extra}
@@ -122,6 +127,8 @@ class HeartbeatNet:
         mem = self.members[name]
         argv = ["ip", "netns", "exec", mem.netns, str(VENV / "hastack"), "heartbeat", "--config",
                 str(mem.config), "--member", name, *extra_args]
+        if self.kubeconfig is not None and "--no-lease" not in extra_args:
+            argv += ["--kubeconfig", str(self.kubeconfig)]
         mem.child = self.sup.start(f"{name}-{len(self.sup.children)}", argv,
                                    env={"HASTACK_LOG_LEVEL": "DEBUG", **(env or {})})
         wait_for(lambda: _sock_ready(mem), 30, f"{name}'s control socket")
@@ -159,13 +166,14 @@ class HeartbeatNet:
     # ---- teardown -----------------------------------------------------------------------
 
     def close_network(self) -> None:
-        for i in range(self.n):
+        for i in range(self.n):  # the veth first: a namespace is destroyed asynchronously
+            subprocess.run(["ip", "link", "del", f"hb{self.net_id}v{i}"], capture_output=True, check=False)
             ns = f"hb{self.net_id}-{self.prefix}-{i}"
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
 
     def close(self) -> None:
-        self.sup.stop_all(grace=3.0)
+        self.sup.stop_all(grace=1.0)
         self.close_network()
 
     def logs(self) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.controlplane import ControlPlane
+from harness.heartbeat_cluster import ApiAddress, setup_cluster
 from harness.heartbeat_net import HeartbeatNet
 
 
@@ -33,3 +36,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome: Any = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture(scope="module")
+def hb_api() -> Iterator[tuple[ApiAddress, ControlPlane]]:
+    """A control plane (etcd, kube-apiserver, 3 kwok nodes) on an address the members route to."""
+    addr = ApiAddress()
+    cp = ControlPlane(nodes=3, controllers=False, bind_address=addr.ip)
+    try:
+        cp.start()
+        yield addr, cp
+    finally:
+        cp.stop()
+        addr.close()
+
+
+@pytest.fixture
+def hbcluster(hb_api: tuple[ApiAddress, ControlPlane], hbnet: Callable[..., HeartbeatNet],
+              request: pytest.FixtureRequest) -> Callable[..., HeartbeatNet]:
+    _, cp = hb_api
+
+    def make(**kw: Any) -> HeartbeatNet:
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{kw.get('prefix', '')}-{request.node.name}".lower())
+        namespace = "hb-" + slug[:50].strip("-")
+        net = hbnet(namespace=namespace, kubeconfig=cp.kubeconfig, **kw)
+        setup_cluster(cp, net)
+        return net
+
+    return make

@@ -1,0 +1,174 @@
+"""Failover against a real API server: member pods on kwok nodes, heartbeats between namespaces.
+
+An independent observer samples every member's state file (what the start gates obey) every
+10 ms on this machine's shared monotonic clock, and records any instant with two members allowed
+to serve. Timings are the defaults (keepalive 500ms, deadTime 3s, Lease 4s / renew 1s / deadline 3s).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+
+from harness.heartbeat_cluster import Observer, cluster_view
+from harness.heartbeat_net import HeartbeatNet
+from harness.procs import wait_for
+
+# Correctness bound (not the performance target): the Lease expires in the standby's observation
+# up to one renewPeriod after the holder's last renewal, plus a poll, plus agents and 3 s of margin
+# for two noisy cores.
+FAILOVER_BOUND = 4.0 + 2 * 1.0 + 3.0
+
+
+def roles(net: HeartbeatNet) -> dict[str, str]:
+    out = {}
+    for name, mem in net.members.items():
+        if mem.child is not None and mem.child.running():
+            out[name] = mem.status()["role"]
+    return out
+
+
+def actives(net: HeartbeatNet) -> list[str]:
+    return sorted(n for n, r in roles(net).items() if r == "active")
+
+
+def start_all(net: HeartbeatNet, *args: str) -> str:
+    for name in net.members:
+        net.start(name, *args)
+    return wait_for(lambda: len(a := actives(net)) == 1 and a[0], 30, "one active member")
+
+
+def agree(cp: object, net: HeartbeatNet, active: str) -> None:
+    def check() -> bool:
+        v = cluster_view(cp, net)  # type: ignore[arg-type]
+        return v.holder == active and v.labelled == [active] and v.statuses.get(active) == "active"
+
+    wait_for(check, 15, f"Lease, pod label and member status agreeing on {active}")
+
+
+def test_sigkill_of_the_active_two_and_three_members(hbcluster: Callable[..., HeartbeatNet],
+                                                     hb_api: tuple[object, object]) -> None:
+    _, cp = hb_api
+    for n in (2, 3):
+        net = hbcluster(n=n, prefix=f"kill{n}")
+        with Observer(net) as obs:
+            old = start_all(net)
+            agree(cp, net, old)
+            net.kill(old)
+            t0 = time.monotonic()
+            new = wait_for(lambda net=net: len(a := actives(net)) == 1 and a[0], FAILOVER_BOUND + 5,
+                           "a new active")
+            took = time.monotonic() - t0
+            assert new != old
+            assert took <= FAILOVER_BOUND, f"failover took {took:.1f}s"
+            agree(cp, net, new)
+            time.sleep(1.0)
+            assert actives(net) == [new]
+        assert not obs.overlaps, f"two members serving: {obs.overlaps[:3]}"
+        assert obs.samples > 100
+        net.close()
+
+
+def test_partition_from_peers_but_not_api_keeps_one_active(hbcluster: Callable[..., HeartbeatNet]) -> None:
+    net = hbcluster(n=3, prefix="peers")
+    with Observer(net) as obs:
+        old = start_all(net)
+        net.isolate_from_peers(old)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert actives(net) == [old]
+            time.sleep(0.25)
+        others = [n for n in net.members if n != old]
+        assert all(net.members[o].peer_state(old) == "dead" for o in others)
+    assert not obs.overlaps
+
+
+def test_partition_from_api_only_is_no_failover(hbcluster: Callable[..., HeartbeatNet],
+                                               hb_api: tuple[object, object]) -> None:
+    addr, _ = hb_api
+    net = hbcluster(n=2, prefix="apionly")
+    with Observer(net) as obs:
+        old = start_all(net)
+        net.drop(old, [f"ip daddr {addr.ip}"])  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10  # > leaseDuration + renewDeadline
+        while time.monotonic() < deadline:
+            assert actives(net) == [old], "peer acknowledgements must keep the active in place"
+            time.sleep(0.25)
+        assert net.members[old].status()["lease"]["apiReachable"] is False
+        net.drop(old, [])
+        wait_for(lambda: net.members[old].status()["lease"]["apiReachable"], 10, "API reachable again")
+        assert actives(net) == [old]
+    assert not obs.overlaps
+
+
+def test_api_down_for_everyone_is_no_failover_and_no_flapping(hbcluster: Callable[..., HeartbeatNet],
+                                                             hb_api: tuple[object, object]) -> None:
+    addr, _ = hb_api
+    net = hbcluster(n=2, prefix="apiall")
+    old = start_all(net)
+    before = net.members[old].metrics()
+    for name in net.members:
+        net.drop(name, [f"ip daddr {addr.ip}"])  # type: ignore[attr-defined]
+    time.sleep(8)
+    for name in net.members:
+        net.drop(name, [])
+    time.sleep(3)
+    assert actives(net) == [old]
+    after = net.members[old].metrics()
+    assert after['hastack_heartbeat_role{role="demoting"}'] == 0
+    key = 'hastack_heartbeat_lease_renew_failures_total'
+    assert after[key] > before[key], "the test must really have cut the API server off"
+
+
+def test_partition_from_both_demotes_before_the_lease_can_expire(hbcluster: Callable[..., HeartbeatNet],
+                                                                 hb_api: tuple[object, object]) -> None:
+    addr, _ = hb_api
+    net = hbcluster(n=2, prefix="both")
+    with Observer(net) as obs:
+        old = start_all(net)
+        net.drop(old, [f"ip daddr {addr.ip}"] + [f"ip daddr {m.ip}" for m in net.members.values()  # type: ignore[attr-defined]
+                                                  if m.name != old])
+        new = wait_for(lambda: [a for a in actives(net) if a != old], FAILOVER_BOUND + 5, "takeover")[0]
+        wait_for(lambda: net.members[old].status()["role"] == "standby", 10, "old active demoted")
+    assert not obs.overlaps
+    old_end = max(t1 for who, _, t1 in obs.intervals if who == old)
+    new_start = min(t0 for who, t0, _ in obs.intervals if who == new)
+    margin = new_start - old_end
+    assert margin > 0, f"the new active started {-margin:.3f}s before the old one stopped"
+
+
+def test_observer_catches_two_actives_when_fencing_is_switched_off(
+        hbcluster: Callable[..., HeartbeatNet], hb_api: tuple[object, object]) -> None:
+    addr, _ = hb_api
+    net = hbcluster(n=2, prefix="nofence")
+    with Observer(net) as obs:
+        old = start_all(net, "--test-disable-fencing")
+        net.drop(old, [f"ip daddr {addr.ip}"] + [f"ip daddr {m.ip}" for m in net.members.values()  # type: ignore[attr-defined]
+                                                  if m.name != old])
+        wait_for(lambda: len(actives(net)) == 2, FAILOVER_BOUND + 5, "a second active (fencing off)")
+        wait_for(lambda: obs.overlaps, 5, "the observer to see both serving")
+    assert obs.overlaps
+
+
+def test_switchover_has_no_moment_of_two_actives(hbcluster: Callable[..., HeartbeatNet],
+                                                 hb_api: tuple[object, object]) -> None:
+    _, cp = hb_api
+    net = hbcluster(n=2, prefix="switch")
+    with Observer(net) as obs:
+        old = start_all(net)
+        target = next(n for n in net.members if n != old)
+        wait_for(lambda: net.members[old].status()["peers"][target]["state"] == "alive", 10, "target alive")
+        t0 = time.monotonic()
+        net.members[old].call("switchover", {"target": target})
+        wait_for(lambda: actives(net) == [target], 10, "target active")
+        took = time.monotonic() - t0
+        agree(cp, net, target)
+        # graceful termination of the (new) active hands back
+        net.members[target].child.proc.terminate()  # type: ignore[union-attr]
+        wait_for(lambda: actives(net) == [old], 10, "handed back on SIGTERM")
+    assert took < 3.0, f"switchover took {took:.1f}s: it must not wait for deadTime"
+    assert not obs.overlaps
+    gaps = sorted(obs.intervals, key=lambda i: i[1])
+    for (a, _, end), (b, start, _) in itertools.pairwise(gaps):
+        assert start >= end, f"{b} started before {a} stopped"
