@@ -8,7 +8,7 @@ import kopf
 
 from hastack_common import consts
 from hastack_operator.handlers.common import run
-from hastack_operator.reconcile import hacluster, status_only
+from hastack_operator.reconcile import deletion, hacluster, status_only
 
 G, V, P = consts.GROUP, consts.VERSION, consts.HACLUSTERS
 
@@ -37,3 +37,10 @@ def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 def member_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A member published a report (or changed phase): refresh its cluster's and volume's status."""
     status_only.from_pod(memo.kube, dict(body))
+
+
+@kopf.on.delete(G, V, P, id="cleanup")
+def cleanup(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    remaining = deletion.members_remaining(memo.kube, dict(body))
+    if remaining:
+        raise kopf.TemporaryError(f"waiting for members to stop: {', '.join(remaining)}", delay=2)

@@ -61,10 +61,6 @@ class HACluster:
         return str(self.spec.get("mountRoot", "/var/lib/hastack/mounts"))
 
     @property
-    def reclaim_policy(self) -> str:
-        return str(self.spec.get("reclaimPolicy", "Retain"))
-
-    @property
     def resources(self) -> list[Resource]:
         return [Resource(r["kind"], r["name"], r.get("mountPath"), r.get("port"), r.get("targetPort"))
                 for r in self.spec.get("resources") or []]

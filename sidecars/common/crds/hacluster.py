@@ -142,8 +142,6 @@ SPEC = obj(
                                        "a HACluster has at most one volume"),
                                   rule("self.all(r, self.exists_one(s, s.kind == r.kind && s.name == r.name))",  # noqa: E501
                                        "resources must not repeat")]),
-        "reclaimPolicy": string("What happens to the replicas' PVCs when the HACluster is deleted.",
-                                enum=["Retain", "Delete"], default="Retain"),
         "mountRoot": string("Host directory under which each member's filesystem is mounted.",
                             default="/var/lib/hastack/mounts", pattern=r"^/.*", max_length=1024),
     },
