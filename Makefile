@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 export HASTACK_CACHE ?= $(HOME)/.cache/hastack
+# The repository root holds a folder named `operator`, which would shadow the stdlib module for
+# any `python -m` started here: never put the working directory on sys.path.
+export PYTHONSAFEPATH := 1
 
 .PHONY: help setup venv binaries crds lint test test-unit test-integration test-system test-e2e bench demo clean
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
+
+# Subprocesses started by tests (`python -m hastack_common.cli ...`) run with the repository
+# root as their working directory, whose `operator/` folder would shadow the stdlib module.
+os.environ["PYTHONSAFEPATH"] = "1"
 
 TIERS = ("unit", "integration", "system", "e2e", "bench")
 
