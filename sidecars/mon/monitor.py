@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hastack_common.config_mon import MonConfig, MonitorConfig, Probe
+from hastack_common.config_mon import MonConfig, MonitorConfig, Probe, Receiver
 from hastack_common.ctlsock import EventBus
 from hastack_common.durations import parse_duration
 from hastack_common.logs import kv
@@ -97,30 +97,16 @@ class Runtime:
             self.cap = asyncio.Semaphore(config.max_concurrency)  # running probes finish on the old one
         self.config = config
         self.may_alert = (lambda: True) if config.alerting == "always" else ActiveRole(config.state_file)
-        for mrun in self.monitors.values():
-            for w in mrun.workers:
-                await w.stop()
+        old = {(w.namespace, w.monitor, w.spec.name): w for run in self.monitors.values() for w in run.workers}
         self.monitors = {}
         wanted: dict[Key, tuple[MonitorConfig, Probe]] = {}
         for m in config.monitors:
-            workers = [
-                Worker(
-                    r,
-                    namespace=m.namespace,
-                    monitor=m.name,
-                    uid=m.uid,
-                    metrics=self.metrics,
-                    http=self.prober.session,
-                    events=self.event_sink,
-                    ha_cluster=m.spec.target.ha_cluster,
-                )
-                for r in m.spec.receivers
-            ]
-            for w in workers:
-                w.start()
+            workers = [self._worker(m, r, old) for r in m.spec.receivers]
             self.monitors[(m.namespace, m.name)] = MonitorRun(m, Rule.from_spec(m.spec.alert), workers)
             for p in m.spec.probes:
                 wanted[(m.namespace, m.name, p.name)] = (m, p)
+        for w in old.values():
+            await w.stop()
         for key in [k for k in self.probes if k not in wanted]:
             await self._stop(key)
             self.metrics.forget(self._labels(key))
@@ -141,6 +127,26 @@ class Runtime:
         if self._status_task is None:
             self._status_task = asyncio.create_task(self._publish_status())
         log.info("configuration applied", extra=kv(monitors=len(self.monitors), probes=len(self.probes)))
+
+    def _worker(self, m: MonitorConfig, r: Receiver, old: dict[tuple[str, str, str], Worker]) -> Worker:
+        """The running worker when its receiver is unchanged (its queue and firing alerts survive
+        a reload), else a new one."""
+        w = old.get((m.namespace, m.name, r.name))
+        if w is not None and (w.spec, w.uid, w.default_cluster) == (r, m.uid, m.spec.target.ha_cluster):
+            del old[(m.namespace, m.name, r.name)]
+            return w
+        w = Worker(
+            r,
+            namespace=m.namespace,
+            monitor=m.name,
+            uid=m.uid,
+            metrics=self.metrics,
+            http=self.prober.session,
+            events=self.event_sink,
+            ha_cluster=m.spec.target.ha_cluster,
+        )
+        w.start()
+        return w
 
     def _start(self, key: Key, run: ProbeRun) -> None:
         p = run.probe

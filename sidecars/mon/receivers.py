@@ -116,6 +116,7 @@ class Worker:
         events: EventSink | None,
         ha_cluster: str | None = None,
     ) -> None:
+        self.default_cluster = ha_cluster
         self.ha_cluster = spec.ha_cluster or ha_cluster or ""
         self.spec, self.namespace, self.monitor, self.uid = spec, namespace, monitor, uid
         self.metrics, self._http, self._events = metrics, http, events

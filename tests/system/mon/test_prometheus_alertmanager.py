@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import pathlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +61,9 @@ def test_alertmanager_lists_the_alert_while_down_and_resolves_it(
 ) -> None:
     _, base = alertmanager(sup, tmp_path)
     wait_for(lambda: http_json(f"{base}/api/v2/status"), 30, "Alertmanager up")
-    receivers = [{"name": "am", "type": "alertmanager", "url": base, "labels": {"team": "shop"}}]
-    mon = mon_factory({"monitors": [monitor(targets, receivers)]})
+    receivers = [{"name": "am", "type": "alertmanager", "url": base, "labels": {"team": "shop"}, "resend": "1s"}]
+    config = {"monitors": [monitor(targets, receivers)]}
+    mon = mon_factory(config)
     wait_for(lambda: mon.probe("web", "health", "shop")["ok"] is True, 10, "probed")
 
     def ours(active: bool) -> list[dict[str, Any]]:
@@ -83,6 +86,16 @@ def test_alertmanager_lists_the_alert_while_down_and_resolves_it(
     }
     assert listed[0]["status"]["state"] == "active"
     assert "2 consecutive failures" in listed[0]["annotations"]["description"]
+    # a reload that leaves this receiver unchanged keeps re-pushing the firing alert (endsAt moves on)
+    config["monitors"].append({**monitor(targets, []), "name": "other"})
+    mon.write(config)
+    wait_for(lambda: "shop/other" in mon.call("status"), 10, "reloaded")
+    reloaded = time.time()
+
+    def ends_at() -> float:
+        return max(datetime.datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00")).timestamp() for a in ours(True))
+
+    wait_for(lambda: ends_at() > reloaded + 4.5, 10, "the alert pushed again after the reload")
     targets.set_health(200)
     wait_for(lambda: not ours(True), 20, "the alert resolved")
     assert 'hastack_mon_receiver_deliveries_total{monitor="web",namespace="shop",receiver="am"' in mon.metrics()
