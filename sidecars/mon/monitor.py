@@ -109,6 +109,8 @@ class Runtime:
             await w.stop()
         for key in [k for k in self.probes if k not in wanted]:
             await self._stop(key)
+            for w in self.monitors[key[:2]].workers if key[:2] in self.monitors else []:
+                w.forget(key[2])
             self.metrics.forget(self._labels(key))
             del self.probes[key]
         for key, (m, p) in wanted.items():

@@ -140,6 +140,19 @@ class Worker:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+        for n in list(self.firing.values()):  # a removed monitor's alerts are resolved, best effort
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._alertmanager(self._resolution(n)), self.timeout)
+
+    def forget(self, probe: str) -> None:
+        """The probe was removed from the configuration: resolve its firing alert."""
+        n = self.firing.pop(probe, None)
+        if n is not None:
+            self.submit(self._resolution(n))
+
+    @staticmethod
+    def _resolution(n: Notification) -> Notification:
+        return dataclasses.replace(n, kind="resolve", reason="probe removed from the configuration", at=time.time())
 
     def submit(self, n: Notification) -> None:
         if n.kind not in KINDS[self.spec.kind]:

@@ -99,6 +99,12 @@ def test_alertmanager_lists_the_alert_while_down_and_resolves_it(
     targets.set_health(200)
     wait_for(lambda: not ours(True), 20, "the alert resolved")
     assert 'hastack_mon_receiver_deliveries_total{monitor="web",namespace="shop",receiver="am"' in mon.metrics()
+    # down again, then the probe is removed from the configuration: its alert is resolved too
+    targets.set_health(503)
+    wait_for(lambda: ours(True), 20, "listed again")
+    config["monitors"][0]["spec"]["probes"] = [{"name": "port", "type": "tcp", "interval": "250ms"}]
+    mon.write(config)
+    wait_for(lambda: not ours(True), 20, "the removed probe's alert resolved")
 
 
 def test_failover_receiver_asks_heartbeat_once_per_outage(
