@@ -112,3 +112,24 @@ def test_concurrency_cap_holds_with_hung_targets(targets: Targets, mon_factory: 
     assert targets.admin("/admin/hung")["max"] == 2  # never more than maxConcurrency in flight
     details = {p["lastResult"] for p in mon.call("status")["default/hang"]["probes"]}
     assert details == {"failure: timeout after 0.5s"}
+
+
+def test_probes_that_raise_are_failed_probes_and_mon_keeps_running(targets: Targets, mon_factory: MonFactory) -> None:
+    # inputs the probe libraries raise on (not a network failure): a bad HTTP method, a DNS label
+    # longer than 63 bytes. Each must be a failed probe with the exception as detail.
+    probes = [
+        {"name": "bad-method", "type": "http", "interval": "200ms", "http": {"method": "GE T"}},
+        {"name": "bad-name", "type": "dns", "interval": "200ms", "dns": {"name": "x" * 70 + ".test"}},
+        {"name": "good", "type": "http", "interval": "200ms", "http": {"path": "/health"}},
+    ]
+    target = {"host": "127.0.0.1", "port": targets.ports["http"]}
+    mon = mon_factory({"monitors": [{"name": "m", "spec": {"target": target, "probes": probes}}]})
+    wait_for(lambda: mon.probe("m", "bad-name")["consecutiveFailures"] >= 3, 10, "bad probes failing")
+    wait_for(lambda: mon.probe("m", "bad-method")["consecutiveFailures"] >= 3, 10, "bad probes failing")
+    assert mon.probe("m", "bad-method")["lastResult"].startswith("failure: probe error: ValueError")
+    assert mon.probe("m", "bad-name")["lastResult"].startswith("failure: probe error: UnicodeError")
+    good = mon.probe("m", "good")
+    assert good["ok"] is True and good["alert"] == "ok"
+    errors = [line for line in mon.metrics().splitlines() if line.startswith("hastack_probe_errors_total{")]
+    assert len(errors) == 2 and all(float(line.split()[-1]) >= 3 for line in errors)
+    assert mon.proc.running()
