@@ -95,10 +95,12 @@ class StatusPublisher:
         last, written = "", -1e9
         loop = asyncio.get_running_loop()
         while True:
-            text = json.dumps(_summary(self.status()), sort_keys=True, separators=(",", ":"))
+            summary = _summary(self.status())
+            text = json.dumps(summary, sort_keys=True, separators=(",", ":"))
             if text != last or loop.time() - written >= self.max_interval:
+                summary["publishedAt"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
                 try:
-                    await asyncio.to_thread(self._publish, text)
+                    await asyncio.to_thread(self._publish, json.dumps(summary, sort_keys=True, separators=(",", ":")))
                     last, written = text, loop.time()
                     self.writes += 1
                 except Exception as exc:
@@ -107,7 +109,8 @@ class StatusPublisher:
 
 
 def _summary(status: dict[str, Any]) -> dict[str, Any]:
-    """What goes into the annotation: stable fields only, so it changes only when something happens."""
+    """What goes into the annotation (read by operator/resources/status.py): stable fields only, so
+    it changes only when something happens; ``publishedAt`` is added when it is written."""
     lease = status.get("lease") or {}
     return {
         "role": status["role"],
@@ -116,6 +119,8 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
         "peers": {k: {"state": v["state"]} for k, v in status["peers"].items()},
         "lease": {"holder": lease.get("holder", ""), "apiReachable": lease.get("apiReachable", False)},
         "lastFailover": status.get("lastFailover") or {},
+        "failoverCount": status.get("failoverCount", 0),
+        **({"volume": status["volume"]} if status.get("volume") else {}),
     }
 
 

@@ -28,6 +28,7 @@ class Timeline:
     previous: str = ""
     kind: str = "failover"  # failover | switchover | initial
     phases: dict[str, float] = field(default_factory=dict)
+    takeovers: int = 0  # failovers and switchovers this member completed (not the initial start)
 
     def detected(self, now: float, reason: str, previous: str) -> None:
         if self.start is not None and "serving" not in self.phases and now - self.start < 60:
@@ -41,6 +42,8 @@ class Timeline:
         if self.start is None:
             self.detected(now, "start-up", "")
         self.phases[name] = now
+        if name == "serving" and self.kind != "initial":
+            self.takeovers += 1
         start = self.start if self.start is not None else now
         return {k: v - start for k, v in self.phases.items() if k != "detected"} if name == "serving" else {}
 
@@ -83,4 +86,5 @@ def member_status(st: m.State, now: float, timeline: Timeline, addrs: dict[str, 
         },
         "failures": len([f for f in st.failures if now - f < st.params.failure_timeout]),
         "lastFailover": timeline.to_json(now),
+        "failoverCount": timeline.takeovers,
     }

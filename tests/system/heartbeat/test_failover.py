@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from harness.heartbeat_cluster import Observer, cluster_view
+from harness.heartbeat_gate import build_gate
 from harness.heartbeat_net import HeartbeatNet
 from harness.procs import wait_for
 
@@ -172,3 +174,29 @@ def test_switchover_has_no_moment_of_two_actives(hbcluster: Callable[..., Heartb
     gaps = sorted(obs.intervals, key=lambda i: i[1])
     for (a, _, end), (b, start, _) in itertools.pairwise(gaps):
         assert start >= end, f"{b} started before {a} stopped"
+
+
+def test_sigkill_of_heartbeat_stops_the_app_at_the_fence_deadline(
+        hbcluster: Callable[..., HeartbeatNet], tmp_path: Path) -> None:
+    gate = build_gate()
+    net = hbcluster(n=2, prefix="sbd")
+    old = start_all(net)
+    apps = {}
+    for name, mem in net.members.items():  # the gated app of each member, as in the member pod
+        marker = tmp_path / f"{name}.running"
+        apps[name] = net.sup.start(f"gate-{name}", [gate, "--state-dir", mem.run_dir, "--", "sh", "-c",
+                                                    f"touch {marker}; trap 'rm -f {marker}; exit 0' TERM; "
+                                                    "while :; do sleep 0.05; done"])
+    wait_for((tmp_path / f"{old}.running").exists, 10, "the active's app started by its gate")
+    assert not any((tmp_path / f"{n}.running").exists() for n in net.members if n != old)
+    deadline = net.members[old].state_file()["fenceDeadline"]
+    net.kill(old)  # heartbeat dies; its gate and app do not
+    t_kill = time.monotonic()
+    wait_for(lambda: not (tmp_path / f"{old}.running").exists(), 10, "the old app stopped")
+    stopped = time.monotonic()
+    assert stopped - t_kill <= 3.0 + 1.0, "the app must stop within the renew deadline"
+    # it is the deadline that stops it: not before (the gate does not guess), and promptly after
+    assert deadline - 0.05 <= stopped <= deadline + 1.0, (deadline, stopped)
+    new = wait_for(lambda: [a for a in actives(net) if a != old], FAILOVER_BOUND + 5, "takeover")[0]
+    wait_for((tmp_path / f"{new}.running").exists, 10, "the new active's app started")
+    assert not (tmp_path / f"{old}.running").exists()
