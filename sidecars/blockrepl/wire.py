@@ -137,43 +137,60 @@ class Encoder:
 
 
 class Decoder:
-    """Parses and authenticates frames for one direction; raise on anything malformed."""
+    """Parses and authenticates frames for one direction; raise on anything malformed.
+
+    Incoming chunks are kept in a list and joined once a whole frame is there (one copy per
+    frame, whatever the number of socket reads); payloads are memoryviews of that buffer.
+    """
 
     def __init__(self, key: bytes | None, max_payload: int = MAX_PAYLOAD) -> None:
         self.key, self.seq, self.max_payload = key, 0, max_payload
         self._mac = hmac.new(key, digestmod="sha256") if key else None
-        self.buf = bytearray()
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = HEADER.size
 
     def set_key(self, key: bytes) -> None:
         self.key = key
         self._mac = hmac.new(key, digestmod="sha256")
 
     def feed(self, data: bytes) -> Iterator[Frame]:
-        self.buf += data
-        pos = 0
-        buf = self.buf
+        self._chunks.append(data)
+        self._have += len(data)
+        if self._have < self._need:
+            return
+        buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        mv = memoryview(buf)
+        pos, end = 0, len(buf)
         try:
-            while len(buf) - pos >= HEADER.size:
+            while end - pos >= HEADER.size:
                 maclen = MAC_LEN if self._mac else 0
                 magic, ftype, flags, length, seq, fid, offset = HEADER.unpack_from(buf, pos)
                 if magic != MAGIC:
                     raise WireError(f"bad frame magic {magic:#x}")
                 if length > self.max_payload:
                     raise WireError(f"frame payload of {length} bytes exceeds {self.max_payload}")
-                end = pos + HEADER.size + length + maclen
-                if len(buf) < end:
+                fend = pos + HEADER.size + length + maclen
+                if end < fend:
                     break
-                body = bytes(buf[pos + HEADER.size : pos + HEADER.size + length])
+                body = mv[pos + HEADER.size : pos + HEADER.size + length]
                 if self._mac is not None:
                     m = self._mac.copy()
-                    m.update(buf[pos : pos + HEADER.size])
+                    m.update(mv[pos : pos + HEADER.size])
                     m.update(body)
-                    if not hmac.compare_digest(m.digest()[:MAC_LEN], bytes(buf[end - MAC_LEN : end])):
+                    if not hmac.compare_digest(m.digest()[:MAC_LEN], buf[fend - MAC_LEN : fend]):
                         raise AuthError(f"frame {seq} failed its HMAC check")
                 if seq != self.seq + 1:
                     raise WireError(f"frame sequence {seq} after {self.seq}: replayed, lost or reordered")
                 self.seq = seq
-                pos = end
+                pos = fend
                 yield Frame(ftype, flags, seq, fid, offset, body)
         finally:
-            del buf[:pos]
+            rest = buf[pos:]
+            self._chunks = [rest] if rest else []
+            self._have = len(rest)
+            self._need = HEADER.size
+            if len(rest) >= HEADER.size:
+                length = HEADER.unpack_from(rest)[3]
+                if length <= self.max_payload:
+                    self._need = HEADER.size + length + (MAC_LEN if self._mac else 0)

@@ -29,8 +29,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
 
 
-def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+def run(*argv: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
     assert res.returncode == 0, f"{argv}: {res.stdout}\n{res.stderr}"
     return res
 
@@ -56,7 +56,7 @@ def test_qemu_io_nbdcopy_fio_data_identical_on_both_replicas(pair: Cluster, tmp_
     src.write_bytes(os.urandom(4 << 20))
     run("nbdcopy", "--flush", str(src), c[0].nbd_uri)
     run("fio", "--name=w", "--ioengine=nbd", f"--uri={c[0].nbd_uri}", "--rw=randwrite", "--bs=4k",
-        "--iodepth=16", "--size=8M", "--offset=16M", "--verify=crc32c", "--do_verify=1")  # fmt: skip
+        "--iodepth=16", "--size=8M", "--offset=16M", "--verify=crc32c", "--do_verify=1", cwd=tmp_path)  # fmt: skip
     same_on_both(c)
     back = tmp_path / "back.bin"
     run("nbdcopy", c[0].nbd_uri, str(back))

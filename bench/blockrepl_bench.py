@@ -1,0 +1,160 @@
+"""blockrepl benchmark: fio's nbd engine against nbdkit's file plugin (the anchor, unreplicated)
+and against blockrepl with 2 replicas (protocol C; also A and B), on the same file system,
+preallocated backing files, the two sides' runs alternating. Prints medians and ratios, p99
+write latency, resync throughput against ``sync.rate``, CPU seconds and peak RSS per replica.
+
+    .venv/bin/python bench/blockrepl_bench.py [--seconds 8] [--rounds 3] [--size-mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness.blockrepl_cluster import Cluster, make_disk, wait_for  # noqa: E402
+
+WORKLOADS = {  # name: (fio rw, bs, iodepth, target ratio)
+    "seq write 1M qd8 (MB/s)": ("write", "1M", 8, 0.50),
+    "rand write 4k qd16 (IOPS)": ("randwrite", "4k", 16, 0.50),
+    "rand read 4k qd16 (IOPS)": ("randread", "4k", 16, 0.80),
+}
+
+
+def fio(uri: str, rw: str, bs: str, depth: int, seconds: float, size: int, cwd: pathlib.Path) -> dict[str, float]:
+    out = subprocess.run(
+        ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}", f"--iodepth={depth}",
+         f"--size={size}", "--time_based", f"--runtime={seconds}", "--ramp_time=1", "--output-format=json"],
+        capture_output=True, text=True, check=True, cwd=cwd, timeout=seconds * 4 + 60,
+    ).stdout  # fmt: skip
+    job = json.loads(out[out.index("{") :])["jobs"][0]
+    side = job["write"] if "write" in rw else job["read"]
+    pct = side.get("clat_ns", {}).get("percentile", {})
+    return {
+        "iops": side["iops"],
+        "mbps": side["bw_bytes"] / 1e6,
+        "p99_us": pct.get("99.000000", 0) / 1000,
+    }
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds, peak RSS bytes) of a running process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / tick
+    with open(f"/proc/{pid}/status") as f:
+        hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+    return cpu, hwm
+
+
+class Nbdkit:
+    def __init__(self, root: pathlib.Path, size: int) -> None:
+        self.img = make_disk(root / "anchor.img", size)
+        self.sock = root / "anchor.sock"
+        self.proc = subprocess.Popen(["nbdkit", "-f", "-U", str(self.sock), "file", str(self.img)])
+        wait_for(self.sock.exists, 30, "nbdkit socket")
+        self.uri = f"nbd+unix:///?socket={self.sock}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def start_pair(root: pathlib.Path, size: int, protocol: str) -> Cluster:
+    root.mkdir(parents=True, exist_ok=True)
+    c = Cluster(root, 2, size=size, protocol=protocol, sync={"rate": "400MiB"})
+    c.start()
+    c.wait_connected(60)
+    c[0].call("primary")
+    return c
+
+
+def resync_rate(root: pathlib.Path, rate_mib: int) -> tuple[float, float]:
+    """Dirty 64 MiB while the peer is away, reconnect, time the resync: (MiB/s, configured MiB/s)."""
+    root.mkdir(parents=True, exist_ok=True)
+    c = Cluster(root, 2, size=256 << 20, sync={"rate": f"{rate_mib}MiB"})
+    c.start()
+    try:
+        c.wait_connected(60)
+        c[0].call("primary")
+        for script in ("write -P 0x31 0 1M", None, "write -P 0x33 0 64M"):  # leave day 0, cut, dirty
+            if script is None:
+                c[1].call("disconnect")
+                continue
+            subprocess.run(["qemu-io", "-f", "raw", "-c", script, c[0].nbd_uri], check=True,
+                           capture_output=True, timeout=120)  # fmt: skip
+        t0 = time.monotonic()
+        c[1].call("connect")
+        c.wait_connected(600)
+        took = time.monotonic() - t0
+        total = c[1].peer(0)["sync"]["total_bytes"] / 2**20
+        return total / took, rate_mib
+    finally:
+        c.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=8)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp"))
+    ns = p.parse_args(argv)
+    size = ns.size_mib << 20
+    root = pathlib.Path(tempfile.mkdtemp(prefix="blockrepl-bench-", dir=ns.dir))
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    usage: dict[str, tuple[float, int]] = {}
+    anchor = Nbdkit(root, size)
+    pairs = {proto: start_pair(root / f"proto{proto}", size, proto) for proto in ("C", "B", "A")}
+    try:
+        for wl, (rw, bs, depth, _) in WORKLOADS.items():
+            sides = {"nbdkit": anchor.uri, **{f"blockrepl {k}": v[0].nbd_uri for k, v in pairs.items()}}
+            if rw == "randread":  # reads are served locally: one protocol is enough
+                sides = {"nbdkit": anchor.uri, "blockrepl C": pairs["C"][0].nbd_uri}
+            for _ in range(ns.rounds):
+                for side, uri in sides.items():  # alternate sides within every round
+                    res = fio(uri, rw, bs, depth, ns.seconds, size, root)
+                    results.setdefault(wl, {}).setdefault(side, []).append(res)
+        for proto, c in pairs.items():
+            for r in c.replicas:
+                assert r.child is not None
+                usage[f"{proto} node{r.node_id}"] = proc_usage(r.child.pid)
+    finally:
+        anchor.stop()
+        for c in pairs.values():
+            c.stop()
+    print(f"blockrepl benchmark: {ns.rounds} rounds x {ns.seconds:.0f} s, {ns.size_mib} MiB preallocated files")
+    print(f"{'workload':<28} {'side':<13} {'median':>10} {'ratio':>7} {'target':>7} {'p99 us':>9}")
+    for wl, sides in results.items():
+        rw, _, _, target = WORKLOADS[wl]
+        key = "mbps" if rw == "write" else "iops"
+        base = statistics.median(r[key] for r in sides["nbdkit"])
+        for side, runs in sides.items():
+            med = statistics.median(r[key] for r in runs)
+            p99 = statistics.median(r["p99_us"] for r in runs)
+            ratio = med / base if base else 0.0
+            tgt = f"{target:.2f}" if side == "blockrepl C" else ""
+            print(f"{wl:<28} {side:<13} {med:>10.0f} {ratio:>7.2f} {tgt:>7} {p99:>9.0f}")
+    print("\nper replica over the whole run: CPU seconds, peak RSS")
+    for name, (cpu, rss) in usage.items():
+        print(f"  {name:<10} {cpu:8.1f} s {rss / 2**20:8.1f} MiB")
+    for rate in (20, 50):
+        got, want = resync_rate(root / f"resync{rate}", rate)
+        print(f"resync of 64 MiB dirty with sync.rate {want} MiB/s: {got:.1f} MiB/s ({got / want:.2f} of the limit)")
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
