@@ -1,4 +1,5 @@
-"""Status refreshes that apply nothing: from the member pods' reports, cheap enough to run often."""
+"""Between full reconciles: status from the member pods' reports, plus the two ongoing duties
+that follow from it (fencing lost nodes, the next rolling-update step). Applies no objects."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from hastack_common import consts
 from hastack_operator.k8s import Kube
-from hastack_operator.reconcile import volume
+from hastack_operator.reconcile import actions, volume
 from hastack_operator.reconcile.accept import status_changed
 from hastack_operator.resources import names
 from hastack_operator.resources import status as status_builder
@@ -24,8 +25,16 @@ def cluster(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) ->
     pods = kube.list("v1", "Pod", c.namespace, f"{consts.LABEL_CLUSTER}={c.name}")
     members = [status_builder.member_from_pod(p, now) for p in pods]
     status = status_builder.cluster_status(c.generation, old, members, names.members(c.name, c.replicas), now)
-    accepted = [x for x in old.get("conditions") or [] if x.get("type") == "Accepted"]
-    status["conditions"] = Conditions(c.generation, [*status["conditions"], *accepted], now=now).to_list()
+    conds = Conditions(c.generation, [*status["conditions"],
+                                      *[x for x in old.get("conditions") or [] if x.get("type") == "Accepted"]],
+                       now=now)
+    actions.fence_lost_nodes(kube, c, pods, now)
+    step = actions.rolling_update(kube, c, body, pods, members)
+    if step.action == "none":
+        conds.error("Updating", "UpToDate", step.reason)
+    else:
+        conds.success("Updating", "RollingUpdate", f"{step.action} {step.member}: {step.reason}".strip())
+    status["conditions"] = conds.to_list()
     return status
 
 
