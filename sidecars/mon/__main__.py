@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 
 from aiohttp import web
 
 from hastack_common import logs
+from hastack_common.config_mon import MonConfig, MonitorConfig
 from hastack_common.ctlsock import CommandError, ControlServer, EventBus
+from hastack_common.durations import parse_duration
 from hastack_common.logs import kv
 from hastack_mon import config as config_file
+from hastack_mon.apisource import ApiSource
 from hastack_mon.k8s import KubeEventSink
 from hastack_mon.metrics import Metrics
 from hastack_mon.monitor import Runtime
@@ -28,8 +32,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Mon:
-    def __init__(self, path: str, socket: str | None, metrics_address: str | None) -> None:
+    def __init__(
+        self, path: str | None, socket: str | None, metrics_address: str | None, api: ApiSource | None = None
+    ) -> None:
         self.path, self.socket_override, self.metrics_override = path, socket, metrics_address
+        self.api = api
+        self.api_monitors: list[MonitorConfig] = []
+        self.api_digest = ""
         self.metrics = Metrics()
         self.bus = EventBus()
         self.runtime = Runtime(self.metrics, self.bus, KubeEventSink())
@@ -41,7 +50,10 @@ class Mon:
     async def load(self, first: bool) -> str:
         """Read and apply the file; on a bad file keep the running configuration."""
         try:
-            cfg, digest = await asyncio.to_thread(config_file.read, self.path)
+            if self.path is None:
+                cfg, digest = MonConfig(), "no file"
+            else:
+                cfg, digest = await asyncio.to_thread(config_file.read, self.path)
         except config_file.ConfigError as exc:
             self.metrics.config_reloads.labels("error").inc()
             if first:
@@ -49,6 +61,9 @@ class Mon:
             log.error("configuration refused, keeping the running one", extra=kv(error=str(exc)))
             self.bus.publish("config", result="error", error=str(exc))
             raise CommandError(str(exc)) from exc
+        if self.api is not None:
+            cfg = cfg.model_copy(update={"monitors": [*cfg.monitors, *self.api_monitors]})
+            digest = hashlib.sha256((digest + self.api_digest).encode()).hexdigest()
         if digest == self.digest:
             return "unchanged"
         if self.socket_override:
@@ -64,6 +79,22 @@ class Mon:
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_POLL)
+            with contextlib.suppress(CommandError):
+                await self.load(first=False)
+
+    async def refresh_api(self) -> None:
+        """Read the ServiceMonitors from the API; on an API error keep the running set."""
+        assert self.api is not None
+        try:
+            self.api_monitors, self.api_digest = await self.api.read()
+        except Exception as exc:
+            log.error("cannot list ServiceMonitors, keeping the running set", extra=kv(error=str(exc)))
+            self.metrics.config_reloads.labels("error").inc()
+
+    async def watch_api(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.refresh_api()
             with contextlib.suppress(CommandError):
                 await self.load(first=False)
 
@@ -84,7 +115,9 @@ class Mon:
         self.metrics_url = f"http://{bound[0]}:{bound[1]}/metrics"
         log.info("metrics served", extra=kv(url=self.metrics_url))
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, api_poll: float = 5.0) -> None:
+        if self.api is not None:
+            await self.refresh_api()
         await self.load(first=True)
         cfg = self.runtime.config
         await self.serve_metrics(cfg.metrics_address)
@@ -100,18 +133,27 @@ class Mon:
             return await self.load(first=False)
 
         async def info(args: dict[str, object]) -> object:
-            return {"metrics": self.metrics_url, "config": self.path, "probes": len(self.runtime.probes)}
+            refused = self.api.errors if self.api is not None else {}
+            return {
+                "metrics": self.metrics_url,
+                "config": self.path,
+                "probes": len(self.runtime.probes),
+                "refusedServiceMonitors": refused,
+            }
 
         handlers = {"status": status, "history": history, "reload": reload, "info": info}
         self.control = ControlServer(cfg.control_socket, handlers, self.bus)  # type: ignore[arg-type]
         await self.control.start()
         watcher = asyncio.create_task(self.watch())
+        api_watcher = asyncio.create_task(self.watch_api(api_poll)) if self.api is not None else None
         fields = kv(config=self.path, socket=cfg.control_socket, probes=len(self.runtime.probes))
         log.info("mon started", extra=fields)
         try:
             await stop.wait()
         finally:
             watcher.cancel()
+            if api_watcher is not None:
+                api_watcher.cancel()
             await self.runtime.close()
             await self.control.close()
             if self.web is not None:
@@ -127,9 +169,14 @@ async def amain(ns: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    mon = Mon(ns.config, ns.socket, ns.metrics_address)
+    api = (
+        ApiSource(None if ns.all_namespaces else ns.watch_namespace)
+        if (ns.watch_namespace or ns.all_namespaces)
+        else None
+    )
+    mon = Mon(ns.config, ns.socket, ns.metrics_address, api)
     try:
-        await mon.run(stop)
+        await mon.run(stop, parse_duration(ns.api_poll))
     except config_file.ConfigError as exc:
         log.error("cannot start", extra=kv(error=str(exc)))
         return 2
@@ -138,10 +185,15 @@ async def amain(ns: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hastack mon", description=__doc__)
-    p.add_argument("--config", required=True, help="mon configuration file (YAML, MonConfig)")
+    p.add_argument("--config", help="mon configuration file (YAML, MonConfig)")
     p.add_argument("--socket", help="control socket path (overrides controlSocket)")
     p.add_argument("--metrics-address", help="host:port for /metrics (overrides metricsAddress; 0: any port)")
+    p.add_argument("--watch-namespace", help="also run the ServiceMonitors of this namespace, read from the API")
+    p.add_argument("--all-namespaces", action="store_true", help="also run every namespace's ServiceMonitors")
+    p.add_argument("--api-poll", default="5s", help="how often the API is read (default 5s)")
     ns = p.parse_args(argv)
+    if not (ns.config or ns.watch_namespace or ns.all_namespaces):
+        p.error("give --config FILE, or --watch-namespace NS / --all-namespaces to read ServiceMonitors from the API")
     logs.setup()
     return asyncio.run(amain(ns))
 

@@ -249,7 +249,12 @@ class MonProcess:
     """``hastack mon`` as a real process, its control socket and metrics URL."""
 
     def __init__(
-        self, sup: Supervisor, tmp: pathlib.Path, config: dict[str, Any], env: dict[str, str] | None = None
+        self,
+        sup: Supervisor,
+        tmp: pathlib.Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.socket = str(tmp / "mon.sock")
@@ -266,6 +271,7 @@ class MonProcess:
             self.socket,
             "--metrics-address",
             f"127.0.0.1:{self.port}",
+            *(args or []),
         ]
         self.proc = sup.start("mon", argv, env={"HASTACK_LOG_LEVEL": "INFO", **(env or {})})
         wait_for(lambda: self.alive_or_fail() and os.path.exists(self.socket), 20, "mon control socket")

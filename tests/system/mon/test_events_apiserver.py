@@ -1,4 +1,5 @@
-"""The event receiver against a real kube-apiserver, with only the RBAC mon's ServiceAccount gets."""
+"""mon against a real kube-apiserver, with only the RBAC its ServiceAccount gets: Events on the
+ServiceMonitor, and ServiceMonitors read from the API in standalone mode."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ rules:
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+- apiGroups: [hastack.io]
+  resources: [servicemonitors]
+  verbs: [get, list]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -89,3 +93,42 @@ def test_event_receiver_records_events_on_the_servicemonitor(
     assert got[0]["type"] == "Normal"
     assert [x["reason"] for x in events(cp)] == ["ProbeFailed", "ProbeRecovered"]
     assert "hastack_mon_receiver_delivery_failures_total{" not in mon.metrics()
+
+
+def probe_names(mon: MonProcess) -> set[str]:
+    """Probes of the ServiceMonitors named api-* (others in the namespace belong to other tests)."""
+    return {f"{k}/{p['name']}" for k, v in mon.call("status").items() if "/api-" in k for p in v["probes"]}
+
+
+def test_standalone_mon_runs_the_servicemonitors_it_reads_from_the_api(
+    control_plane: ControlPlane,  # noqa: F811
+    targets: Targets,
+    sup: Supervisor,
+    tmp_path: pathlib.Path,
+) -> None:
+    cp = control_plane
+    install_crds(cp)
+    if cp.kubectl("get", "ns", NS, check=False).returncode != 0:
+        cp.kubectl("create", "namespace", NS)
+    cp.kubectl("apply", "-f", "-", input=RBAC)
+    probe = {"name": "health", "type": "http", "interval": "250ms", "timeout": "250ms", "http": {"path": "/health"}}
+    body = samples.servicemonitor(
+        name="api-web",
+        namespace=NS,
+        target={"host": "127.0.0.1", "port": targets.ports["http"]},
+        probes=[probe],
+        receivers=[],
+    )
+    cp.kubectl("apply", "-f", "-", input=json.dumps(body))
+    kubeconfig = cp.kubeconfig_for_service_account(NS, "mon", path=tmp_path / "mon.kubeconfig")
+    mon = MonProcess(
+        sup, tmp_path, {}, env={"KUBECONFIG": str(kubeconfig)}, args=["--watch-namespace", NS, "--api-poll", "500ms"]
+    )
+    wait_for(lambda: mon.probe("api-web", "health", NS)["ok"] is True, 15, "the ServiceMonitor probed")
+    tcp = {"name": "port", "type": "tcp", "interval": "250ms", "timeout": "250ms"}
+    body["spec"]["probes"].append(tcp)
+    cp.kubectl("apply", "-f", "-", input=json.dumps(body))
+    wait_for(lambda: probe_names(mon) == {f"{NS}/api-web/health", f"{NS}/api-web/port"}, 15, "the added probe")
+    cp.kubectl("delete", "servicemonitors.hastack.io", "api-web", "-n", NS)
+    wait_for(lambda: probe_names(mon) == set(), 15, "the deleted ServiceMonitor stopped")
+    assert mon.proc.running()
