@@ -9,6 +9,7 @@ from typing import Any
 from hastack_common import consts
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import hacluster
+from hastack_operator.resources import monitor_objects
 from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.validation import spec_problems
 
@@ -33,6 +34,22 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
             return {"observedGeneration": generation, "conditions": conds.to_list()}
         hacluster.refresh_config(kube, cluster, image)
         conds.success("Accepted", "SpecAccepted", f"probed by the members of HACluster {cluster_name}")
+        prune(kube, body, set())
     else:
-        conds.success("Accepted", "SpecAccepted", "the spec is valid")
+        wanted = monitor_objects.desired(body, image)
+        for obj in wanted:
+            kube.apply(obj)
+        prune(kube, body, {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in wanted})
+        conds.success("Accepted", "SpecAccepted", f"probed by the standalone {wanted[-1]['metadata']['name']}")
     return {"observedGeneration": generation, "conditions": conds.to_list()}
+
+
+def prune(kube: Kube, body: dict[str, Any], keep: set[tuple[str, str, str]]) -> None:
+    """Remove the standalone mon's objects no longer wanted (e.g. the target became a HACluster)."""
+    meta = body["metadata"]
+    selector = f"{monitor_objects.LABEL_MONITOR}={meta['name']}"
+    for api_version, kind in monitor_objects.PRUNABLE:
+        for obj in kube.list(api_version, kind, meta["namespace"], selector):
+            mine = any(r.get("uid") == meta.get("uid") for r in obj["metadata"].get("ownerReferences") or [])
+            if mine and (api_version, kind, obj["metadata"]["name"]) not in keep:
+                kube.delete(api_version, kind, meta["namespace"], obj["metadata"]["name"])

@@ -229,3 +229,22 @@ def test_monitor_change_reaches_config_without_rolling(cp: ControlPlane, web: di
     cp.kubectl("delete", "servicemonitors.hastack.io", "web-tcp", "-n", NS)
     wait_for(lambda: "web-tcp" not in kget(cp, "configmap", "web-hastack")["data"]["mon.yaml"], 60,
              "config drops the deleted monitor")
+
+
+def test_monitor_of_a_plain_service_gets_a_standalone_mon(cp: ControlPlane, operator: OperatorProcess) -> None:
+    body = samples.servicemonitor("plain", NS, target={"service": "web-active", "port": 80})
+    apply_objects(cp, [body])
+    wait_condition(cp, "servicemonitors", "plain", NS, "Accepted", timeout=60)
+    dep = wait_for(lambda: json.loads(cp.kubectl("get", "deploy", "hasm-plain", "-n", NS, "-o", "json",
+                                                 check=False).stdout or "null"), 60, "standalone mon Deployment")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["hastack", "mon", "--config", "/etc/hastack/config/mon.yaml"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "web-active" in kget(cp, "configmap", "hasm-plain")["data"]["mon.yaml"]
+    # the target becomes a HACluster: the standalone mon goes, the cluster's members probe it
+    moved = samples.servicemonitor("plain", NS, target={"haCluster": "web", "port": 8000})
+    apply_objects(cp, [moved])
+    wait_for(lambda: cp.kubectl("get", "deploy", "hasm-plain", "-n", NS, check=False).returncode != 0, 60,
+             "standalone mon pruned")
+    wait_for(lambda: "name: plain" in kget(cp, "configmap", "web-hastack")["data"]["mon.yaml"], 60,
+             "monitor in the cluster's mon.yaml")
