@@ -169,6 +169,8 @@ def evaluate(
         if blocked:
             states = ", ".join(f"{d} {deps[d].value}" for d in blocked)
             return replace(base, reason=f"still down ({why}); re-alert suppressed: dependency {states}"), []
+        if not may_alert:
+            return replace(base, reason=f"still down ({why}); re-alert suppressed: this member is a standby"), []
         reason = f"still down: {why}; re-alert every {_fmt(rule.every)}{note}"
         new = replace(base, alerted_at=now, alerts_sent=state.alerts_sent + 1, reason=reason)
         return new, [Action("realert", reason, now, cf)]

@@ -193,3 +193,13 @@ def test_without_every_one_alert_per_outage(rule: Rule, results: str) -> None:
     outages = [run_ for run_ in results.split("S") if len(run_) >= rule.after]
     assert [k for _, k in actions if k == "alert"] == ["alert"] * len(outages)
     assert not [k for _, k in actions if k == "realert"]
+
+
+def test_a_demoted_member_stops_re_alerting_but_still_resolves_its_alert() -> None:
+    rule = Rule(after=1, every=1.0, up_alert=True)
+    state, actions = evaluate(ProbeState(), rule, False, 0.0)
+    assert [a.kind for a in actions] == ["alert"]
+    state, actions = evaluate(state, rule, False, 5.0, may_alert=False)  # demoted to standby
+    assert actions == [] and "re-alert suppressed: this member is a standby" in state.reason
+    state, actions = evaluate(state, rule, True, 6.0, may_alert=False)
+    assert [a.kind for a in actions] == ["resolve", "upalert"]  # it closes the alert it opened
