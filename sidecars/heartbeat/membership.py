@@ -113,6 +113,7 @@ class State:
     blocked: str = ""  # why this member may not become active (e.g. replica Outdated)
     reason: str = ""  # why the role last changed
     booted: bool = False
+    demote_keeps_right: bool = False
 
 
 def initial(params: Params, epoch: int, now: float) -> State:
@@ -163,6 +164,9 @@ def step(state: State, event: Event, now: float) -> tuple[State, list[Action]]:
     elif isinstance(event, DemoteDone):
         if st.role is Role.DEMOTING:
             _set_role(st, Role.STANDBY, st.reason, out)
+            if st.fence_until is not None:
+                st.demote_keeps_right, st.fence_until = False, None
+                out.append(Fence(None))
     elif isinstance(event, Switchover):
         _switchover(st, event.target, event.reason, now, out)
     elif isinstance(event, FailoverRequest):
@@ -193,15 +197,19 @@ def _fail(st: State, now: float) -> None:
     st.acquire_not_before = now + st.params.timings.lease_duration  # let another member try first
 
 
-def _demote(st: State, reason: str, handover: str, out: list[Action]) -> None:
+def _demote(st: State, reason: str, handover: str, out: list[Action], *, keep_right: bool = True) -> None:
+    """Start demoting. A voluntary demotion keeps renewing the Lease until the agents are done, so
+    blockrepl keeps acknowledging the writes of the unmount; with the right lost, writes stop now."""
     if st.role in (Role.STANDBY, Role.DEMOTING):
         return
     if st.role is Role.ACQUIRING:
         _set_role(st, Role.STANDBY, reason, out)
         return
     _set_role(st, Role.DEMOTING, reason, out)
-    st.fence_until = None
-    out.append(Fence(None))
+    st.demote_keeps_right = keep_right and not st.lease_lost
+    if not st.demote_keeps_right:
+        st.fence_until = None
+        out.append(Fence(None))
     out.append(Demote(reason))
     st.pending_release = handover
 
@@ -275,11 +283,19 @@ def _tick(st: State, now: float, out: list[Action]) -> None:
             for seq in [s for s, at in sent.items() if now - at > t.dead]:
                 del sent[seq]
             out.append(Send(pkt))
+    if st.role is Role.DEMOTING and st.demote_keeps_right:
+        until = right_until(st)
+        if now >= until:  # the agents took longer than the right lasted: writes stop now
+            st.demote_keeps_right, st.fence_until = False, None
+            out.append(Fence(None))
+        elif until != st.fence_until:
+            st.fence_until = until
+            out.append(Fence(until))
     if st.role in HOLDING:
         until = right_until(st)
         if now >= until:
             why = "Lease held by another member" if st.lease_lost else "no Lease renewal and no peer acks"
-            _demote(st, f"lost the right to stay active: {why}", "", out)
+            _demote(st, f"lost the right to stay active: {why}", "", out, keep_right=False)
         elif until != st.fence_until:
             st.fence_until = until
             out.append(Fence(until))
@@ -307,7 +323,8 @@ def _lease_tick(st: State, now: float, out: list[Action]) -> None:
             _lease_op(st, LeaseOp("update", rec, lease.resource_version, now), out)
             return
         st.pending_release = None
-    if st.role in HOLDING and lease is not None:
+    renewing = st.role in HOLDING or (st.role is Role.DEMOTING and st.demote_keeps_right)
+    if renewing and lease is not None:
         if now >= st.next_lease_op:
             rec = dataclasses.replace(lease, holder=me, handover="")
             _lease_op(st, LeaseOp("update", rec, lease.resource_version, now), out)
@@ -333,6 +350,12 @@ def _lease_op(st: State, op: LeaseOp, out: list[Action]) -> None:
     out.append(op)
 
 
+def _stop_demote_writes(st: State, out: list[Action]) -> None:
+    if st.role is Role.DEMOTING and st.demote_keeps_right:
+        st.demote_keeps_right, st.fence_until = False, None
+        out.append(Fence(None))
+
+
 def _observe(st: State, rec: LeaseRecord, now: float) -> None:
     if st.lease is None or rec.resource_version != st.lease.resource_version:
         st.observed_at = now
@@ -350,6 +373,7 @@ def _lease_reply(st: State, ev: LeaseReply, now: float, out: list[Action]) -> No
     st.api_ok = True
     if ev.outcome == "notfound" or ev.record is None:
         st.lease = None
+        _stop_demote_writes(st, out)
         if st.role in HOLDING:
             st.lease_lost = True
         if st.role is Role.ACQUIRING:
@@ -373,9 +397,10 @@ def _lease_reply(st: State, ev: LeaseReply, now: float, out: list[Action]) -> No
         return
     if ev.record.holder != me:
         st.renewed_at = None
+        _stop_demote_writes(st, out)
         if st.role in HOLDING:
             st.lease_lost = True
-            _demote(st, f"Lease now held by {ev.record.holder or 'nobody'}", "", out)
+            _demote(st, f"Lease now held by {ev.record.holder or 'nobody'}", "", out, keep_right=False)
         elif st.role is Role.ACQUIRING:
             _set_role(st, Role.STANDBY, f"Lease taken by {ev.record.holder or 'nobody'}", out)
     elif st.role is Role.ACQUIRING:  # conflict, but the record names us: retry with the new version
