@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import signal
+import sys
 
 from aiohttp import web
 
@@ -183,6 +184,24 @@ async def amain(ns: argparse.Namespace) -> int:
     return 0
 
 
+def check(path: str | None) -> int:
+    """``--check``: 0 and a summary for a valid file, 2 and every bad field otherwise."""
+    if not path:
+        print("hastack mon --check needs --config FILE", file=sys.stderr)
+        return 2
+    try:
+        cfg, _ = config_file.read(path)
+    except config_file.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for m in cfg.monitors:
+        probes = ", ".join(f"{p.name} ({p.kind} every {p.interval})" for p in m.spec.probes)
+        receivers = ", ".join(f"{r.name} ({r.type})" for r in m.spec.receivers) or "none"
+        print(f"{m.namespace}/{m.name}: probes {probes}; receivers {receivers}")
+    print(f"ok: {len(cfg.monitors)} monitor(s), {sum(len(m.spec.probes) for m in cfg.monitors)} probe(s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hastack mon", description=__doc__)
     p.add_argument("--config", help="mon configuration file (YAML, MonConfig)")
@@ -191,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch-namespace", help="also run the ServiceMonitors of this namespace, read from the API")
     p.add_argument("--all-namespaces", action="store_true", help="also run every namespace's ServiceMonitors")
     p.add_argument("--api-poll", default="5s", help="how often the API is read (default 5s)")
+    p.add_argument("--check", action="store_true", help="validate --config, print what it runs, and exit")
     ns = p.parse_args(argv)
+    if ns.check:
+        return check(ns.config)
     if not (ns.config or ns.watch_namespace or ns.all_namespaces):
         p.error("give --config FILE, or --watch-namespace NS / --all-namespaces to read ServiceMonitors from the API")
     logs.setup()
