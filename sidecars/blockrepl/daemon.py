@@ -77,8 +77,8 @@ class Daemon:
             while not self.stop_event.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), PERSIST_PERIOD)
-                if engine.bm_dirty:
-                    await engine.persist()
+                if engine.bm_dirty and not engine.diskless():
+                    await engine.persist_quietly()
                 engine.status()  # refreshes per-peer gauges
         finally:
             log.info("stopping")
@@ -88,7 +88,10 @@ class Daemon:
             if http is not None:
                 http.shutdown()
             async with engine._md_lock:
-                await asyncio.to_thread(engine.close_clean)
+                try:
+                    await asyncio.to_thread(engine.close_clean)
+                except OSError as exc:
+                    log.error("could not record a clean stop in the metadata", extra=kv(error=str(exc)))
             backing.close()
         return 0
 

@@ -22,7 +22,7 @@ from hastack_blockrepl import iozero
 from hastack_blockrepl.actlog import ActivityLog
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.disk import Backing
-from hastack_blockrepl.meta import AL_SLOTS, DAY0, DISKLESS, UP_TO_DATE, Super, new_uuid
+from hastack_blockrepl.meta import AL_SLOTS, DAY0, DISKLESS, INCONSISTENT, UP_TO_DATE, Super, new_uuid
 from hastack_blockrepl.metrics import Metrics
 from hastack_blockrepl.nbdproto import EIO, EPERM
 from hastack_common.config_blockrepl import BlockreplConfig
@@ -39,12 +39,14 @@ class Link(Protocol):
 
     node_id: int
     name: str
+    peer_disk: str
 
     @property
     def replicating(self) -> bool: ...
     def send_write(self, wid: int, offset: int, data: bytes | memoryview, fua: bool) -> None: ...
     def send_zero(self, wid: int, offset: int, length: int, fua: bool) -> None: ...
     def send_flush(self, fid: int) -> None: ...
+    def send_read(self, rid: int, offset: int, length: int) -> None: ...
     def send_update(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
 
@@ -57,6 +59,8 @@ class Pending:
     peers: set[int]  # peers that have not acknowledged yet
     wait_peers: bool  # protocol B/C: the client waits for them
     local_done: bool = True
+    local_ok: bool = True  # False when the local disk failed (or is Diskless): peers must hold it
+    acked_by: set[int] = field(default_factory=set)
     answered: bool = False
     t0: float = 0.0
     op: str = "write"
@@ -81,6 +85,7 @@ class Engine:
         self.crashed_primary = False
         self.al = ActivityLog(AL_SLOTS)
         self.pending: dict[int, Pending] = {}
+        self.remote_reads: dict[int, tuple[int, Callable[[int, bytes], None]]] = {}
         self.flushes: dict[int, Pending] = {}
         self.next_id = 1
         self.holds = Holds()
@@ -128,6 +133,9 @@ class Engine:
                 "recovering a crashed Primary: activity log merged into bitmaps",
                 extra=kv(extents=len(active)),
             )
+        if self.sb.disk_state == DISKLESS:  # detached after I/O errors: its data cannot be trusted
+            log.warning("disk was detached after I/O errors: it rejoins Inconsistent, for a full resync")
+            self.sb.disk_state, self.sb.current = INCONSISTENT, DAY0
         self.sb.clean = False
         self.sb.primary = False
         self.persist_sync()
@@ -250,20 +258,70 @@ class Engine:
         self._uncongest_waiters.append(cb)
 
     # ---- client I/O (Primary) -------------------------------------------------------------
+    def diskless(self) -> bool:
+        return self.sb.disk_state == DISKLESS
+
+    def uptodate_peers(self) -> list[Link]:
+        return [lk for lk in self.links.values() if lk.replicating and lk.peer_disk == UP_TO_DATE]
+
     def check_io(self) -> int:
         if self.role != PRIMARY:
             return EPERM
-        if self.sb.disk_state == DISKLESS:
+        if self.diskless() and not self.uptodate_peers():
             return EIO
         return 0
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> bytes | None:
+        """Local read; None when it must be served by a peer (Diskless, or the disk just failed)."""
         self.counters["reads"] += 1
+        if self.diskless():
+            return None
         try:
             return os.pread(self.fd, length, offset)
         except OSError as exc:
             self.io_error("read", exc)
-            raise
+            if not self.detach(f"read error: {exc}"):
+                raise
+            return None
+
+    def read_remote(self, offset: int, length: int, done: Callable[[int, bytes], None]) -> None:
+        peers = self.uptodate_peers()
+        if not peers:
+            done(EIO, b"")
+            return
+        rid = self.next_id
+        self.next_id += 1
+        self.remote_reads[rid] = (peers[0].node_id, done)
+        peers[0].send_read(rid, offset, length)
+
+    def remote_read_done(self, node_id: int, rid: int, data: bytes | memoryview | None) -> None:
+        got = self.remote_reads.pop(rid, None)
+        if got is not None and got[0] == node_id:
+            got[1](EIO if data is None else 0, b"" if data is None else bytes(data))
+
+    def detach(self, why: str) -> bool:
+        """DRBD's on-io-error detach: drop the local disk, keep serving through UpToDate peers."""
+        if self.cfg.disk.on_io_error != "detach":
+            return False
+        if self.diskless():
+            return True
+        self.sb.disk_state = DISKLESS
+        log.error("detaching the backing disk after an I/O error", extra=kv(reason=why))
+        self.events.publish("disk", disk=DISKLESS, reason=why)
+        self.m.update(self)
+        for link in self.links.values():
+            link.send_update()
+        self.spawn(self.persist_quietly())
+        return True
+
+    async def persist_quietly(self) -> None:
+        try:
+            await self.persist()
+        except OSError as exc:  # the metadata sits on the failing disk (internal metadata)
+            log.warning("metadata write failed", extra=kv(error=str(exc)))
+            if not self.diskless():
+                self.io_error("metadata", exc)
+                self.detach(f"metadata write error: {exc}")
 
     def read_raw(self, offset: int, length: int) -> bytes:
         """Read for resync and verify (any role), clipped to the volume."""
@@ -281,7 +339,7 @@ class Engine:
             self.held_submits.append((lambda: self.write(offset, keep, fua, done, op), done))
             return
         length = len(data) if op == "write" else int(data)  # zero/trim: data is the length
-        if self.need_rotate or self.al.missing(offset, length):
+        if self.need_rotate or (not self.diskless() and self.al.missing(offset, length)):
             fut = self._prepare(offset, length)
             fut.add_done_callback(lambda f: self._after_prepare(f, offset, data, fua, done, op))
             return
@@ -312,17 +370,22 @@ class Engine:
             try:
                 if self.need_rotate:
                     self._rotate()
-                    await asyncio.to_thread(self.backing.store.save_super, self.sb)
+                    if not self.diskless():
+                        await asyncio.to_thread(self.backing.store.save_super, self.sb)
                     for link in self.links.values():
                         link.send_update()
-                if exts:
+                if exts and not self.diskless():  # no local writes, no activity log
                     evicted = self.al.add(exts)
                     if evicted and self.bm_dirty:
                         await asyncio.to_thread(self.persist_sync)
                     await asyncio.to_thread(self.backing.store.save_al, self.al.active())
                 fut.set_result(None)
             except OSError as exc:
-                fut.set_exception(exc)
+                self.io_error("metadata", exc)
+                if self.detach(f"metadata write error: {exc}"):
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
 
     def _rotate(self) -> None:
         """New data generation: peers that are not replicating keep the old one as bitmap UUID."""
@@ -346,13 +409,20 @@ class Engine:
                 link.send_write(wid, offset, data, fua)
             else:
                 link.send_zero(wid, offset, length, fua)
-        try:
-            if op == "write":
-                iozero.pwrite_all(self.fd, data, offset)
-            else:
-                iozero.zero_range(self.fd, offset, length, punch=op == "trim")
-        except OSError as exc:
-            self.io_error(op, exc)
+        local_ok = not self.diskless()
+        if local_ok:
+            try:
+                if op == "write":
+                    iozero.pwrite_all(self.fd, data, offset)
+                else:
+                    iozero.zero_range(self.fd, offset, length, punch=op == "trim")
+            except OSError as exc:
+                self.io_error(op, exc)
+                if not self.detach(f"{op} error: {exc}"):
+                    done(EIO)
+                    return
+                local_ok = False
+        if not local_ok and not targets:
             done(EIO)
             return
         self.counters["writes" if op == "write" else ("trims" if op == "trim" else "zeroes")] += 1
@@ -362,31 +432,34 @@ class Engine:
                 bm.mark(offset, length)
                 self.bm_dirty.add(pid)
         self.al.begin(offset, length)
-        p = Pending(offset, length, done, sent, self.protocol != "A", t0=time.perf_counter(), op=op)
+        p = Pending(offset, length, done, sent, self.protocol != "A" or not local_ok, t0=time.perf_counter(), op=op)
+        p.local_ok = local_ok
         self.pending[wid] = p
         self._idle.clear()
-        if fua:
+        if fua and local_ok:
             p.local_done = False
             self.spawn(self._local_sync(wid))
         self._progress(wid, p)
 
     async def _local_sync(self, wid: int) -> None:
-        try:
-            await asyncio.to_thread(os.fdatasync, self.fd)
-            err = 0
-        except OSError as exc:
-            self.io_error("fdatasync", exc)
-            err = EIO
+        ok = not self.diskless()
+        if ok:
+            try:
+                await asyncio.to_thread(os.fdatasync, self.fd)
+            except OSError as exc:
+                self.io_error("fdatasync", exc)
+                self.detach(f"fdatasync error: {exc}")
+                ok = False
         p = self.pending.get(wid) or self.flushes.get(wid)
         if p is not None:
             p.local_done = True
-            if err:
-                self._answer(p, err)
+            if not ok:
+                p.local_ok, p.wait_peers = False, True
             self._progress(wid, p)
 
     def _progress(self, wid: int, p: Pending) -> None:
         if p.local_done and (not p.wait_peers or not p.peers):
-            self._answer(p, 0)
+            self._answer(p, 0 if p.local_ok or p.acked_by else EIO)
         if p.answered and not p.peers:
             if p.op == "flush":
                 self.flushes.pop(wid, None)
@@ -407,7 +480,9 @@ class Engine:
         self.counters["flushes"] += 1
         fid = self.next_id
         self.next_id += 1
-        targets = [link for link in self.links.values() if link.replicating] if self.protocol != "A" else []
+        targets = (
+            [lk for lk in self.links.values() if lk.replicating] if self.protocol != "A" or self.diskless() else []
+        )
         for link in targets:
             link.send_flush(fid)
         p = Pending(
@@ -428,10 +503,25 @@ class Engine:
         p = (self.flushes if flush else self.pending).get(wid)
         if p is not None and node_id in p.peers:
             p.peers.discard(node_id)
+            p.acked_by.add(node_id)
+            self._progress(wid, p)
+
+    def peer_nack(self, node_id: int, wid: int, flush: bool) -> None:
+        """The peer could not write (its disk failed): the block is out of sync with it."""
+        p = (self.flushes if flush else self.pending).get(wid)
+        if p is not None and node_id in p.peers:
+            if not flush:
+                self.bitmaps[node_id].mark(p.offset, p.length)
+                self.bm_dirty.add(node_id)
+            p.peers.discard(node_id)
             self._progress(wid, p)
 
     def peer_lost(self, node_id: int, was_replicating: bool) -> None:
         """A link went down: its unacknowledged writes go to its bitmap; fence it before the next ack."""
+        for rid, (nid, cb) in list(self.remote_reads.items()):
+            if nid == node_id:
+                del self.remote_reads[rid]
+                cb(EIO, b"")
         bm = self.bitmaps[node_id]
         for p in list(self.pending.values()):
             if node_id in p.peers:
@@ -462,8 +552,11 @@ class Engine:
 
     # ---- secondary side -------------------------------------------------------------------
     def apply_remote(self, offset: int, data: bytes | memoryview | None, length: int, punch: bool = False) -> None:
+        """Write what a peer sent; OSError when this disk cannot (Diskless, or it failed: detached)."""
         if offset + length > self.size:
             raise ValueError(f"replicated write at {offset}+{length} beyond the volume ({self.size})")
+        if self.diskless():
+            raise OSError(EIO, "Diskless")
         if data is not None:
             iozero.pwrite_all(self.fd, data, offset)
         else:

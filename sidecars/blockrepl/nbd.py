@@ -120,6 +120,10 @@ class NbdConnection(asyncio.Protocol):
             except OSError:
                 self.out.append(P.reply(cookie, P.EIO, self.structured, "read error on the backing disk"))
                 return
+            if data is None:  # Diskless: served by an UpToDate peer
+                self.in_flight += 1
+                self.engine.read_remote(r.offset, r.length, self._read_completion(cookie, r.offset, r.length))
+                return
             self.out.append(P.read_reply_header(cookie, r.offset, r.length, self.structured))
             self.out.append(data)
             return
@@ -152,6 +156,25 @@ class NbdConnection(asyncio.Protocol):
                 self._maybe_close()
 
         return done
+
+    def _read_completion(self, cookie: int, offset: int, length: int) -> Any:
+        def done(err: int, data: bytes) -> None:
+            if err or len(data) != length:
+                self._completion(cookie)(err or P.EIO)
+                return
+            self.in_flight -= 1
+            if self.closed:
+                return
+            self.out.append(P.read_reply_header(cookie, offset, length, self.structured))
+            self.out.append(data)
+            self._schedule_flush()
+
+        return done
+
+    def _schedule_flush(self) -> None:
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_out)
 
     def _flush_out(self) -> None:
         self.flush_scheduled = False

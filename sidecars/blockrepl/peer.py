@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.engine import PRIMARY
-from hastack_blockrepl.meta import INCONSISTENT, OUTDATED, UP_TO_DATE
+from hastack_blockrepl.meta import DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.resync import WINDOW, Progress, RateLimiter, digest, run_span, sync_set
 from hastack_blockrepl.syncdecide import DISCONNECT, NONE, SOURCE, TARGET, Decision, Policy, Side, decide_sync
 from hastack_common.logs import kv
@@ -58,7 +58,11 @@ class PeerLink:
     # ---- the Link interface used by the engine ----------------------------------------------
     @property
     def replicating(self) -> bool:
-        return self.proto is not None and self.repl in ("Established", "SyncSource", "SyncTarget")
+        return (
+            self.proto is not None
+            and self.repl in ("Established", "SyncSource", "SyncTarget")
+            and self.peer_disk != DISKLESS
+        )
 
     def _send(self, parts: list[Any]) -> None:
         if self.proto is not None:
@@ -77,6 +81,10 @@ class PeerLink:
     def send_flush(self, fid: int) -> None:
         assert self.proto is not None
         self.proto.send(self.proto.enc.encode(W.FLUSH, id=fid))
+
+    def send_read(self, rid: int, offset: int, length: int) -> None:
+        assert self.proto is not None
+        self.proto.send(self.proto.enc.encode(W.RD_REQ, U64.pack(length), id=rid, offset=offset))
 
     def send_update(self) -> None:
         if self.proto is not None and self.proto.authed:
@@ -346,10 +354,17 @@ class PeerLink:
                 raise W.WireError("replicated write from a peer that is not Primary")
             if e.cfg.net.protocol == "B":
                 self.proto.send(self.proto.enc.encode(W.ACK_RECV, id=f.id))
-            if t == W.WRITE:
-                e.apply_remote(f.offset, f.payload, len(f.payload))
-            else:
-                e.apply_remote(f.offset, None, U64.unpack(f.payload)[0], punch=t == W.TRIM)
+            try:
+                if t == W.WRITE:
+                    e.apply_remote(f.offset, f.payload, len(f.payload))
+                else:
+                    e.apply_remote(f.offset, None, U64.unpack(f.payload)[0], punch=t == W.TRIM)
+            except OSError as exc:
+                if not e.diskless():
+                    e.io_error("replicated write", exc)
+                    e.detach(f"replicated write error: {exc}")
+                self.proto.send(self.proto.enc.encode(W.NACK, b"write", id=f.id))
+                return
             if f.flags & W.F_FUA:
                 e.spawn(self._sync_then(W.ACK_WRITE, f.id, e.cfg.net.protocol != "B"))
             elif e.cfg.net.protocol != "B":
@@ -360,6 +375,15 @@ class PeerLink:
             e.spawn(self._sync_then(W.ACK_FLUSH, f.id, True))
         elif t == W.ACK_FLUSH:
             e.peer_ack(self.node_id, f.id, flush=True)
+        elif t == W.NACK:
+            if bytes(f.payload) == b"read":
+                e.remote_read_done(self.node_id, f.id, None)
+            else:
+                e.peer_nack(self.node_id, f.id, flush=bytes(f.payload) == b"flush")
+        elif t == W.RD_REQ:
+            self._on_read_request(f)
+        elif t == W.RD_DATA:
+            e.remote_read_done(self.node_id, f.id, f.payload)
         elif t == W.PING:
             self.proto.send(self.proto.enc.encode(W.PONG))
         elif t == W.PONG:
@@ -400,10 +424,37 @@ class PeerLink:
             raise W.WireError(f"unknown frame type {t}")
 
     async def _sync_then(self, ack: int, fid: int, send: bool) -> None:
-        proto = self.proto
-        await asyncio.to_thread(os.fdatasync, self.engine.fd)
+        proto, e = self.proto, self.engine
+        try:
+            if e.diskless():
+                raise OSError(5, "Diskless")
+            await asyncio.to_thread(os.fdatasync, e.fd)
+        except OSError as exc:
+            if not e.diskless():
+                e.io_error("fdatasync", exc)
+                e.detach(f"fdatasync error: {exc}")
+            if proto is self.proto and proto is not None:
+                proto.send(proto.enc.encode(W.NACK, b"flush" if ack == W.ACK_FLUSH else b"write", id=fid))
+            return
         if send and proto is self.proto and proto is not None:
             proto.send(proto.enc.encode(ack, id=fid))
+
+    def _on_read_request(self, f: W.Frame) -> None:
+        """A Diskless Primary reads through this replica."""
+        assert self.proto is not None
+        e = self.engine
+        (length,) = U64.unpack(f.payload)
+        if e.diskless() or e.sb.disk_state != UP_TO_DATE or f.offset + length > e.size or length > W.MAX_PAYLOAD - 1024:
+            self.proto.send(self.proto.enc.encode(W.NACK, b"read", id=f.id))
+            return
+        try:
+            data = os.pread(e.fd, length, f.offset)
+        except OSError as exc:
+            e.io_error("read for peer", exc)
+            e.detach(f"read error: {exc}")
+            self.proto.send(self.proto.enc.encode(W.NACK, b"read", id=f.id))
+            return
+        self.proto.send(self.proto.enc.encode(W.RD_DATA, data, id=f.id, offset=f.offset))
 
     def _on_update(self, st: dict[str, Any]) -> None:
         if self.peer_state is not None:

@@ -79,9 +79,7 @@ class Replica:
 
     def alive_or_raise(self) -> bool:
         if self.child is not None and not self.child.running:
-            raise AssertionError(
-                f"node {self.node_id} exited {self.child.proc.returncode}:\n{self.child.tail(40)}"
-            )
+            raise AssertionError(f"node {self.node_id} exited {self.child.proc.returncode}:\n{self.child.tail(40)}")
         return True
 
     def call(self, cmd: str, timeout: float = 20.0, **args: Any) -> Any:
@@ -134,6 +132,7 @@ class Cluster:
         fence_cmd: list[str] | None = None,
         net: dict[str, Any] | None = None,
         peer_address: Callable[[int, int], str] | None = None,
+        metrics: bool = False,
         **extra: Any,
     ) -> None:
         self.root, self.size = root, size
@@ -171,7 +170,7 @@ class Cluster:
                     if j != i
                 ],
                 "fencing": "resource-only" if fence_cmd else "dont-care",
-                "metrics": {"listen": None},
+                "metrics": {"listen": f"127.0.0.1:{free_port()}" if metrics else None},
             }
             cfg["net"].update(net or {})
             if fence_cmd:

@@ -80,3 +80,23 @@ def test_link_cut_fences_then_resyncs_only_dirty_regions(tmp_path: Path, mesh2: 
         assert sync["total_bytes"] == dirty and sync["total_bytes"] < SIZE // 16, sync
         assert c[1].status()["disk"] == "UpToDate"
         assert c[0].data_hash(SIZE) == c[1].data_hash(SIZE)
+
+
+def test_without_fencing_a_stale_peer_can_be_promoted(tmp_path: Path, mesh2: Mesh) -> None:
+    """The mechanism switched off (fencing: dont-care): the write after the cut is acknowledged at
+    once, the peer stays UpToDate, accepts promotion, and lacks that acknowledged write — the
+    loss that resource-level fencing exists to prevent (and the test above would catch)."""
+    net = {"pingInterval": "200ms", "pingTimeout": "1s"}
+    with cluster(tmp_path, 2, size=SIZE, netns=mesh2.names, net=net,
+                 peer_address=lambda of, frm: f"{mesh2.address(of, frm)}:7788") as c:  # fmt: skip
+        c.wait_connected()
+        c[0].call("primary")
+        mesh2.set_link(0, 1, up=False)
+        wait_for(lambda: c[0].peer(1)["connection"] == "Connecting", 30, "node 0 to drop the link")
+        assert qemu_write(c, 0x42, "16M", "1M").wait(30) == 0  # acknowledged with nobody fenced
+        wait_for(lambda: c[1].peer(0)["connection"] == "Connecting", 30, "node 1 to drop the link")
+        assert c[1].status()["disk"] == "UpToDate"
+        assert c[1].call("primary")["role"] == "Primary"  # nothing stops it
+        res = subprocess.run(["qemu-io", "-f", "raw", "-c", "read -P 0x42 16M 1M", c[1].nbd_uri],
+                             capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+        assert "Pattern verification failed" in res.stdout + res.stderr  # the acknowledged write is not there

@@ -8,6 +8,8 @@ import os
 import socket
 import struct
 import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +25,7 @@ SIZE = 32 << 20
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("pair"), 2, size=SIZE) as c:
+    with cluster(tmp_path_factory.mktemp("pair"), 2, size=SIZE, metrics=True) as c:
         c.wait_connected()
         c[0].call("primary")
         yield c
@@ -169,3 +171,27 @@ def test_fuzzed_transmission_never_crashes_or_changes_a_block(pair: Cluster, gar
     s.close()
     assert c[0].running
     assert c[0].status()["counters"]["writes"] == writes
+
+
+def test_cli_status_and_refusal_read_like_drbd(pair: Cluster) -> None:
+    cli = [sys.executable, "-m", "hastack_blockrepl"]
+    out = run(*cli, "status", "--socket", pair[0].ctl).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("r0 node-id:0 role:Primary disk:UpToDate")
+    assert "node1 node-id:1 connection:Connected role:Secondary" in lines[1]
+    assert "replication:Established peer-disk:UpToDate" in lines[2]
+    res = subprocess.run([*cli, "primary", "--socket", pair[1].ctl], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "refusing to become Primary: node 0 (node0) is Primary" in res.stderr
+
+
+def test_metrics_endpoint_passes_promtool(pair: Cluster, tmp_path: Path) -> None:
+    url = f"http://{pair[0].cfg['metrics']['listen']}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    for name in ("hastack_blockrepl_role", "hastack_blockrepl_disk_state", "hastack_blockrepl_connection_state",
+                 "hastack_blockrepl_out_of_sync_bytes", "hastack_blockrepl_request_seconds_bucket",
+                 "hastack_blockrepl_auth_failures_total", "hastack_blockrepl_protocol_a_lag_bytes"):  # fmt: skip
+        assert name in text, name
+    assert 'hastack_blockrepl_role{resource="r0",role="Primary"} 1.0' in text
+    (tmp_path / "m.txt").write_text(text)
+    res = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stdout + res.stderr
