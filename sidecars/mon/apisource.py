@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from hastack_common.config_mon import MonitorConfig
 from hastack_common.consts import GROUP, SERVICEMONITORS, VERSION
 from hastack_common.logs import kv
+from hastack_mon.k8s import api_client
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,9 @@ class ApiSource:
 
     def _client(self) -> Any:
         if self._api is None:
-            from kubernetes import client, config
+            from kubernetes import client
 
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-            self._api = client.CustomObjectsApi()
+            self._api = client.CustomObjectsApi(api_client())
         return self._api
 
     def _list(self) -> list[dict[str, Any]]:

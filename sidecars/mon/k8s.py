@@ -41,19 +41,27 @@ def event_body(e: KubeEvent, host: str) -> dict[str, Any]:
     }
 
 
+def api_client() -> Any:
+    """A Kubernetes ApiClient from the pod's service account, else the kubeconfig (KUBECONFIG)."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
 class KubeEventSink:
     def __init__(self) -> None:
         self._api: Any = None
 
     def _client(self) -> Any:
         if self._api is None:
-            from kubernetes import client, config
+            from kubernetes import client
 
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-            self._api = client.CoreV1Api()
+            self._api = client.CoreV1Api(api_client())
         return self._api
 
     async def emit(self, event: KubeEvent) -> None:

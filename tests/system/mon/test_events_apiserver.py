@@ -7,6 +7,8 @@ import json
 import pathlib
 from typing import Any
 
+import pytest
+
 from harness import samples
 from harness.controlplane import ControlPlane
 from harness.controlplane_pytest import control_plane  # noqa: F401 - the session fixture
@@ -39,22 +41,28 @@ subjects: [{{kind: ServiceAccount, name: mon, namespace: {NS}}}]
 """
 
 
+@pytest.fixture(scope="module")
+def api(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
+    """The control plane with the CRDs, the namespace and mon's ServiceAccount and Role."""
+    install_crds(control_plane)
+    if control_plane.kubectl("get", "ns", NS, check=False).returncode != 0:
+        control_plane.kubectl("create", "namespace", NS)
+    control_plane.kubectl("apply", "-f", "-", input=RBAC)
+    return control_plane
+
+
 def events(cp: ControlPlane) -> list[dict[str, Any]]:
     out = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=web", "-o", "json")
     return sorted(json.loads(out.stdout)["items"], key=lambda e: int(e["metadata"]["resourceVersion"]))
 
 
 def test_event_receiver_records_events_on_the_servicemonitor(
-    control_plane: ControlPlane,  # noqa: F811
+    api: ControlPlane,
     targets: Targets,
     sup: Supervisor,
     tmp_path: pathlib.Path,
 ) -> None:
-    cp = control_plane
-    install_crds(cp)
-    if cp.kubectl("get", "ns", NS, check=False).returncode != 0:
-        cp.kubectl("create", "namespace", NS)
-    cp.kubectl("apply", "-f", "-", input=RBAC)
+    cp = api
     body = samples.servicemonitor(
         name="web",
         namespace=NS,
@@ -101,16 +109,12 @@ def probe_names(mon: MonProcess) -> set[str]:
 
 
 def test_standalone_mon_runs_the_servicemonitors_it_reads_from_the_api(
-    control_plane: ControlPlane,  # noqa: F811
+    api: ControlPlane,
     targets: Targets,
     sup: Supervisor,
     tmp_path: pathlib.Path,
 ) -> None:
-    cp = control_plane
-    install_crds(cp)
-    if cp.kubectl("get", "ns", NS, check=False).returncode != 0:
-        cp.kubectl("create", "namespace", NS)
-    cp.kubectl("apply", "-f", "-", input=RBAC)
+    cp = api
     probe = {"name": "health", "type": "http", "interval": "250ms", "timeout": "250ms", "http": {"path": "/health"}}
     body = samples.servicemonitor(
         name="api-web",
