@@ -58,7 +58,7 @@ test-e2e: venv
 	$(PYTEST) tests/e2e
 
 bench: venv
-	$(PY) -m bench
+	@for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 demo: venv
 	$(PY) -m harness.demo
