@@ -70,6 +70,14 @@ def compare(local: Side, peer: Side) -> tuple[str, bool, str]:
         if local.crashed_primary != peer.crashed_primary:
             who = "source" if local.crashed_primary else "target"
             return who, False, "a crashed Primary's activity log is resynced"
+        if local.changes or peer.changes:  # online verify found differences, or a peer write failed
+            if local.primary != peer.primary:
+                mine = local.primary
+            elif bool(local.changes) != bool(peer.changes):
+                mine = bool(local.changes)
+            else:
+                mine = local.node_id < peer.node_id
+            return ("source" if mine else "target"), False, "same generation with blocks marked out of sync"
         return "none", False, "same data generation"
     local_tracked = bool(local.bitmap) and _c(local.bitmap) == pc
     peer_tracked = bool(peer.bitmap) and _c(peer.bitmap) == lc

@@ -28,6 +28,8 @@ CASES = [
     ("history-local", side(0, C, 0, (B, A)), side(1, A), Policy(), SOURCE, True, False),
     ("history-peer", side(0, A), side(1, C, 0, (A, 0)), Policy(), TARGET, True, False),
     ("crashed-primary", side(0, A, crashed_primary=True), side(1, A), Policy(), SOURCE, False, False),
+    ("same-marked-by-verify", side(0, A, changes=3, primary=True), side(1, A), Policy(), SOURCE, False, False),
+    ("same-marked-on-secondary", side(0, A), side(1, A, changes=2), Policy(), TARGET, False, False),
     ("inconsistent-same", side(0, A, disk=INCONSISTENT), side(1, A), Policy(), TARGET, False, False),
     ("unrelated", side(0, A), side(1, B), Policy(), DISCONNECT, True, False),
     ("sb-0pri-disconnect", side(0, B, A), side(1, C, A), Policy(), DISCONNECT, False, True),
