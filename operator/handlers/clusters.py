@@ -33,7 +33,8 @@ def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
     run(P, "status", body, patch, lambda: status_only.cluster(memo.kube, dict(body)))
 
 
-@kopf.on.event("", "v1", "pods", labels={consts.LABEL_CLUSTER: kopf.PRESENT})
+@kopf.on.event("", "v1", "pods", labels={consts.LABEL_CLUSTER: kopf.PRESENT}, id="member")
+@kopf.on.event("", "v1", "pods", labels={"hastack.io/monitor": kopf.PRESENT}, id="standalone-mon")
 def member_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A member published a report (or changed phase): refresh its cluster's and volume's status."""
     status_only.from_pod(memo.kube, dict(body))

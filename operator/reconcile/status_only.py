@@ -8,9 +8,9 @@ from typing import Any
 
 from hastack_common import consts
 from hastack_operator.k8s import Kube
-from hastack_operator.reconcile import actions, volume
+from hastack_operator.reconcile import actions, monitor, volume
 from hastack_operator.reconcile.accept import status_changed
-from hastack_operator.resources import names
+from hastack_operator.resources import monitor_objects, names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.spec import HACluster
@@ -40,14 +40,23 @@ def cluster(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) ->
 
 def from_pod(kube: Kube, pod: dict[str, Any]) -> None:
     meta = pod.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(consts.LABEL_CLUSTER)
     ns = meta.get("namespace")
+    standalone = (meta.get("labels") or {}).get(monitor_objects.LABEL_MONITOR)
+    if standalone and ns:
+        body = kube.get(consts.API_VERSION, "ServiceMonitor", ns, standalone)
+        if body is not None:
+            monitor.refresh(kube, body)
+        return
+    name = (meta.get("labels") or {}).get(consts.LABEL_CLUSTER)
     body = kube.get(consts.API_VERSION, "HACluster", ns, name) if name and ns else None
     if body is None:
         return
     new = cluster(kube, body)
     if status_changed(dict(body.get("status") or {}), new):
         kube.patch(consts.API_VERSION, "HACluster", ns, name, {"status": new}, subresource="status")
+    for mon in kube.list(consts.API_VERSION, "ServiceMonitor", ns):
+        if ((mon.get("spec") or {}).get("target") or {}).get("haCluster") == name:
+            monitor.refresh(kube, mon)
     ref = HACluster.from_body(body).resource("volume")
     rv = kube.get(consts.API_VERSION, "ReplicatedVolume", ns, ref.name) if ref else None
     if ref is not None and rv is not None:

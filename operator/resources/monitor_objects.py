@@ -31,12 +31,17 @@ def desired(body: dict[str, Any], image: str) -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(body, name), "data": {"mon.yaml": mon_yaml}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(body, name)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(body, name),
-         "rules": [{"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]},
+         "rules": [{"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+                   {"apiGroups": [""], "resources": ["pods"], "resourceNames": [f"{name}-0"],
+                    "verbs": ["get", "patch"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta(body, name),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": body["metadata"]["namespace"]}]},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(body, name), "spec": {
+        # A StatefulSet of one, so the pod's name is known and mon may patch only that pod
+        # (it publishes its status there, as members do).
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(body, name), "spec": {
             "replicas": 1,
+            "serviceName": name,
             "selector": {"matchLabels": labels},
             "template": {"metadata": {"labels": labels}, "spec": {
                 "serviceAccountName": name,
@@ -60,4 +65,4 @@ def desired(body: dict[str, Any], image: str) -> list[dict[str, Any]]:
 
 
 PRUNABLE = (("v1", "ConfigMap"), ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("apps/v1", "Deployment"))
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("apps/v1", "StatefulSet"))

@@ -235,8 +235,8 @@ def test_monitor_of_a_plain_service_gets_a_standalone_mon(cp: ControlPlane, oper
     body = samples.servicemonitor("plain", NS, target={"service": "web-active", "port": 80})
     apply_objects(cp, [body])
     wait_condition(cp, "servicemonitors", "plain", NS, "Accepted", timeout=60)
-    dep = wait_for(lambda: json.loads(cp.kubectl("get", "deploy", "hasm-plain", "-n", NS, "-o", "json",
-                                                 check=False).stdout or "null"), 60, "standalone mon Deployment")
+    dep = wait_for(lambda: json.loads(cp.kubectl("get", "sts", "hasm-plain", "-n", NS, "-o", "json",
+                                                 check=False).stdout or "null"), 60, "standalone mon StatefulSet")
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["hastack", "mon", "--config", "/etc/hastack/config/mon.yaml"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -244,7 +244,31 @@ def test_monitor_of_a_plain_service_gets_a_standalone_mon(cp: ControlPlane, oper
     # the target becomes a HACluster: the standalone mon goes, the cluster's members probe it
     moved = samples.servicemonitor("plain", NS, target={"haCluster": "web", "port": 8000})
     apply_objects(cp, [moved])
-    wait_for(lambda: cp.kubectl("get", "deploy", "hasm-plain", "-n", NS, check=False).returncode != 0, 60,
+    wait_for(lambda: cp.kubectl("get", "sts", "hasm-plain", "-n", NS, check=False).returncode != 0, 60,
              "standalone mon pruned")
     wait_for(lambda: "name: plain" in kget(cp, "configmap", "web-hastack")["data"]["mon.yaml"], 60,
              "monitor in the cluster's mon.yaml")
+
+
+def test_monitor_status_comes_from_the_active_members_mon(cp: ControlPlane, web: dict[str, Any]) -> None:
+    """The contract with mon: its report in its pod's hastack.io/monitor-status annotation."""
+    cp.kubectl("label", "pod", "web-0", "-n", NS, f"{consts.LABEL_ROLE}=active", "--overwrite")
+    probes = [{"name": "http", "lastResult": "failure: connection refused", "consecutiveFailures": 4,
+               "alert": "alerting", "reason": "4 failures >= after 3"}]
+    report = {"publishedAt": now_iso(), "monitors": {f"{NS}/web-http": {"probes": probes}}}
+    cp.kubectl("annotate", "pod", "web-0", "-n", NS, "--overwrite", f"hastack.io/monitor-status={json.dumps(report)}")
+
+    def alerting() -> dict[str, Any] | None:
+        st = get_object(cp, "servicemonitors", "web-http", NS).get("status") or {}
+        return st if st.get("alerting") == 1 else None
+
+    st = wait_for(alerting, 60, "ServiceMonitor status from mon's report")
+    assert st["probes"] == probes and st["summary"] == "0/1 up"
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "http" in ready["message"]
+    # a report from the past is not trusted
+    stale = {**report, "publishedAt": now_iso(-300)}
+    cp.kubectl("annotate", "pod", "web-0", "-n", NS, "--overwrite", f"hastack.io/monitor-status={json.dumps(stale)}")
+    wait_for(lambda: next(c for c in (get_object(cp, "servicemonitors", "web-http", NS)["status"]["conditions"])
+                          if c["type"] == "Ready")["status"] == "Unknown", 60, "stale mon report shown Unknown")
+    cp.kubectl("label", "pod", "web-0", "-n", NS, f"{consts.LABEL_ROLE}-")
