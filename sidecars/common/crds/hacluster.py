@@ -140,7 +140,7 @@ SPEC = obj(
                            RESOURCE, max_items=16, default=[],
                            rules=[rule("self.filter(r, r.kind == 'volume').size() <= 1",
                                        "a HACluster has at most one volume"),
-                                  rule("self.all(r, self.exists_one(s, s.kind == r.kind && s.name == r.name))",  # noqa: E501
+                                  rule("self.all(r, self.exists_one(s, s.kind == r.kind && s.name == r.name))",
                                        "resources must not repeat")]),
         "mountRoot": string("Host directory under which each member's filesystem is mounted.",
                             default="/var/lib/hastack/mounts", pattern=r"^/.*", max_length=1024),
