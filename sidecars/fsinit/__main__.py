@@ -18,7 +18,7 @@ from hastack_common import consts, logs
 from hastack_common.ctlsock import ControlError, call_sync
 from hastack_common.logs import kv
 from hastack_fsinit import device
-from hastack_fsinit.decide import Action, Facts, decide, mkfs_argv
+from hastack_fsinit.decide import Action, Facts, decide, exposed_device, holds_lease, mkfs_argv, never_written
 
 log = logging.getLogger("hastack_fsinit")
 
@@ -59,17 +59,14 @@ def gather(ns: argparse.Namespace) -> Facts:
                      device.signatures(dev) if dev else None, dev or "")
     deadline = time.monotonic() + ns.wait
     hb = ask(ns.heartbeat_socket, "status", deadline)
-    holds = bool(hb.get("leaseHolder"))
-    if not holds:
+    if not holds_lease(hb):
         return Facts(ns.fs_type, kernel, missing, holds_lease=False)
-    br = ask(ns.blockrepl_socket, "status", deadline)
-    never_written = br.get("neverWritten")
-    dev = ns.device or hb.get("device") or ""
+    blank = never_written(ask(ns.blockrepl_socket, "status", deadline))
+    dev = ns.device or exposed_device(hb)
     while not dev and time.monotonic() < deadline:  # heartbeat exposes the device on promotion
         time.sleep(0.5)
-        dev = ask(ns.heartbeat_socket, "status", deadline).get("device") or ""
-    return Facts(ns.fs_type, kernel, missing, holds, None if never_written is None else bool(never_written),
-                 device.signatures(dev) if dev else None, dev)
+        dev = exposed_device(ask(ns.heartbeat_socket, "status", deadline))
+    return Facts(ns.fs_type, kernel, missing, True, blank, device.signatures(dev) if dev else None, dev)
 
 
 def main(argv: list[str]) -> int:

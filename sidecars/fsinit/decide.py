@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class Action(Enum):
@@ -53,6 +54,29 @@ def decide(f: Facts) -> Decision:
     if f.holds_lease is None or f.never_written is None:
         return Decision(Action.SKIP, "cannot prove this member holds the Lease on a never-written volume")
     return Decision(Action.FORMAT, f"{f.device} is blank, never written, and this member holds the Lease")
+
+
+def holds_lease(heartbeat_status: dict[str, Any]) -> bool:
+    """From heartbeat's ``status`` reply: this member is the Lease holder."""
+    lease = heartbeat_status.get("lease") or {}
+    me = heartbeat_status.get("member")
+    return bool(me) and lease.get("holder") == me
+
+
+def exposed_device(heartbeat_status: dict[str, Any]) -> str:
+    """The block device heartbeat exposed for the volume (empty until it has)."""
+    volume = heartbeat_status.get("volume") or {}
+    return str(heartbeat_status.get("device") or volume.get("device") or "")
+
+
+def never_written(blockrepl_status: dict[str, Any]) -> bool:
+    """Day-0 generation identifiers on every replica, as blockrepl's ``status`` proves it: the local
+    replica is day-0 and connected, in sync, to every peer. (A peer that had data would have made
+    this replica a SyncTarget on connect and replaced its day-0 identifier.)"""
+    if not blockrepl_status.get("day0"):
+        return False
+    peers = blockrepl_status.get("peers") or []
+    return all(p.get("connection") == "Connected" and p.get("replication") == "Established" for p in peers)
 
 
 def mkfs_argv(fs_type: str, device: str, options: tuple[str, ...] = (), label: str = "") -> list[str]:

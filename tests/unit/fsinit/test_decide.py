@@ -55,3 +55,19 @@ def test_mkfs_never_forces() -> None:
     for flag in ("-F", "-f", "--force"):
         with pytest.raises(ValueError, match="never forces mkfs"):
             mkfs_argv("xfs", "/dev/x", (flag,))
+
+
+def test_contract_with_heartbeat_and_blockrepl_status() -> None:
+    from hastack_fsinit.decide import exposed_device, holds_lease, never_written
+
+    hb = {"member": "web-0", "role": "active", "lease": {"holder": "web-0"}}
+    assert holds_lease(hb) and not holds_lease({**hb, "lease": {"holder": "web-1"}})
+    assert not holds_lease({"member": "", "lease": {"holder": ""}})
+    assert exposed_device({**hb, "device": "/dev/loop3"}) == "/dev/loop3"
+    assert exposed_device({**hb, "volume": {"device": "/dev/nbd0"}}) == "/dev/nbd0"
+    assert exposed_device(hb) == ""
+    peer = {"connection": "Connected", "replication": "Established"}
+    assert never_written({"day0": True, "peers": [peer, peer]})
+    assert not never_written({"day0": False, "peers": [peer]})
+    assert not never_written({"day0": True, "peers": [peer, {**peer, "connection": "Connecting"}]})
+    assert not never_written({"day0": True, "peers": [{**peer, "replication": "SyncTarget"}]})
