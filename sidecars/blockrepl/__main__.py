@@ -93,7 +93,7 @@ def run(config: str) -> int:
     from hastack_blockrepl.disk import AttachError
 
     try:
-        return asyncio.run(Daemon(cfg).run())
+        return asyncio.run(Daemon(cfg, path=config).run())
     except (AttachError, ValueError, OSError) as exc:
         print(f"blockrepl: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -16,12 +17,22 @@ from hastack_blockrepl.fence import CommandFenceHandler, FencePeerHandler, Fence
 from hastack_blockrepl.metrics import Metrics
 from hastack_blockrepl.nbd import NbdServer
 from hastack_blockrepl.peerconn import Replication
-from hastack_common.config_blockrepl import BlockreplConfig
+from hastack_blockrepl.reload import plan_reload
+from hastack_common.config_blockrepl import BlockreplConfig, ConfigError, load
 from hastack_common.ctlsock import ControlServer, EventBus
 from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
 PERSIST_PERIOD = 1.0
+RELOAD_PERIOD = 1.0
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _read_secret(path: str) -> bytes:
@@ -29,8 +40,11 @@ def _read_secret(path: str) -> bytes:
 
 
 class Daemon:
-    def __init__(self, cfg: BlockreplConfig, fence_handler: FencePeerHandler | None = None) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, cfg: BlockreplConfig, fence_handler: FencePeerHandler | None = None, path: str | None = None
+    ) -> None:
+        self.cfg, self.path = cfg, path
+        self.builtin_fence = fence_handler is None
         self.fence_handler = fence_handler
         if fence_handler is None and cfg.handlers.fence_peer:
             self.fence_handler = CommandFenceHandler(cfg.handlers.fence_peer, cfg.handlers.fence_timeout)
@@ -57,6 +71,8 @@ class Daemon:
         await ctl.start()
         await repl.start()
         http = self._start_metrics(metrics)
+        if self.path:
+            engine.spawn(self._watch_config(self.path, engine, repl))
         metrics.update(engine)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,6 +110,39 @@ class Daemon:
                     log.error("could not record a clean stop in the metadata", extra=kv(error=str(exc)))
             backing.close()
         return 0
+
+    async def _watch_config(self, path: str, engine: Engine, repl: Replication) -> None:
+        """Reload on change (a ConfigMap update swaps the file): DESIGN "Configuration"."""
+        last = _signature(path)
+        while True:
+            await asyncio.sleep(RELOAD_PERIOD)
+            sig = _signature(path)
+            if sig == last:
+                continue
+            last = sig
+            try:
+                new = await asyncio.to_thread(load, path)
+            except ConfigError as exc:
+                log.error("config change refused; running on with the previous one", extra=kv(error=str(exc)))
+                engine.events.publish("config-error", error=str(exc))
+                continue
+            plan = plan_reload(self.cfg, new)
+            self.cfg = engine.cfg = plan.config
+            engine.protocol = plan.config.net.protocol
+            for p in plan.config.peers:
+                link = repl.links.get(p.node_id)
+                if link is not None:
+                    link.name, link.address = p.name or link.name, p.address
+            if self.builtin_fence:
+                h = plan.config.handlers
+                self.fence_handler = CommandFenceHandler(h.fence_peer, h.fence_timeout) if h.fence_peer else None
+            if plan.reconnect:
+                for link in repl.links.values():
+                    if link.proto is not None:
+                        link.proto.abort(f"replication protocol changed to {engine.protocol}")
+            log.info("config reloaded", extra=kv(applied=",".join(plan.applied) or "-",
+                                                  restart_needed=",".join(plan.deferred) or "-"))  # fmt: skip
+            engine.events.publish("config-reloaded", applied=plan.applied, restart_needed=plan.deferred)
 
     def _start_metrics(self, metrics: Metrics):  # type: ignore[no-untyped-def]
         listen = self.cfg.metrics.listen

@@ -258,11 +258,13 @@ class PeerLink:
                 DISCONNECT,
                 reason=f"size mismatch: this replica {e.size} bytes, node {self.node_id} "
                 f"{ps['size']} bytes (resize the smaller one)",
+                retry=True,
             )
         elif ps["protocol"] != e.protocol:
-            d = Decision(DISCONNECT, reason=f"protocol mismatch: {e.protocol} here, {ps['protocol']} on the peer")
+            d = Decision(DISCONNECT, reason=f"protocol mismatch: {e.protocol} here, {ps['protocol']} on the peer",
+                         retry=True)  # fmt: skip
         elif ps["role"] == PRIMARY and e.role == PRIMARY and not e.cfg.net.allow_two_primaries:
-            d = Decision(DISCONNECT, reason="both replicas are Primary and two primaries are not allowed")
+            d = Decision(DISCONNECT, reason="both replicas are Primary and two primaries are not allowed", retry=True)
         else:
             sbp = e.cfg.split_brain
             d = decide_sync(
@@ -305,9 +307,14 @@ class PeerLink:
             self.split_brain = d.split_brain
             if d.pri_lost:
                 self.node.pri_lost(self.node_id, d.reason)
+            if d.retry:  # a mismatch that a config change or a demotion will fix: keep trying
+                self.standalone_reason = d.reason
+                if self.proto is not None:
+                    self.proto.abort(d.reason)
+                return
             self.standalone(d.reason)
             return
-        self.split_brain = False
+        self.split_brain, self.standalone_reason = False, ""
         if d.action == NONE:
             self.repl = "Established"
             if e.sb.disk_state == OUTDATED and self.peer_disk == UP_TO_DATE:

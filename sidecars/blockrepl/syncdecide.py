@@ -43,6 +43,7 @@ class Decision:
     split_brain: bool = False
     reason: str = ""
     pri_lost: bool = False  # this side is a Primary that lost the split brain: run pri-lost-after-sb
+    retry: bool = False  # a mismatch that may go away (config, roles): stay Connecting, not StandAlone
 
     def mirrored(self) -> Decision:
         flip = {SOURCE: TARGET, TARGET: SOURCE}.get(self.action, self.action)
