@@ -31,6 +31,7 @@ KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("apps/v1", "Deployment"): ("deployments", True),
     ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
     ("coordination.k8s.io/v1", "Lease"): ("leases", True),
+    ("storage.k8s.io/v1", "StorageClass"): ("storageclasses", False),
     ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
     (consts.API_VERSION, "HACluster"): (consts.HACLUSTERS, True),

@@ -19,3 +19,8 @@ G, V, P = consts.GROUP, consts.VERSION, consts.REPLICATEDVOLUMES
 @kopf.timer(G, V, P, interval=60, initial_delay=60, id="resync")
 def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     run(P, "reconcile", body, patch, lambda: volume.reconcile(memo.kube, dict(body)))
+
+
+@kopf.on.update(G, V, P, field="spec", id="propagate")
+def propagate(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    volume.propagate(memo.kube, dict(body), memo.image)

@@ -14,6 +14,7 @@ from typing import Any
 from hastack_common import consts
 from hastack_common.logs import kv
 from hastack_operator.k8s import Kube
+from hastack_operator.reconcile import growth
 from hastack_operator.resources import cluster_objects, names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.cluster_set import PRUNABLE, desired, key, owned
@@ -83,9 +84,12 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
         return Outcome({"phase": "Pending", "observedGeneration": cluster.generation,
                         "conditions": conds.to_list()}, retry_after=10.0)
     wanted = desired(cluster, volume, monitors_for(kube, cluster), image)
+    sts = next(o for o in wanted if o["kind"] == "StatefulSet")
+    growth.keep_claim_templates(sts, kube.get("apps/v1", "StatefulSet", cluster.namespace, sts["metadata"]["name"]))
     ensure_secret(kube, cluster)
     for obj in wanted:
         kube.apply(obj)
+    not_grown = growth.grow(kube, cluster, volume) if volume is not None else []
     pruned = prune(kube, cluster, wanted)
     pods = kube.list("v1", "Pod", cluster.namespace, f"{consts.LABEL_CLUSTER}={cluster.name}")
     members = [status_builder.member_from_pod(p, now) for p in pods]
@@ -93,6 +97,8 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
                                            names.members(cluster.name, cluster.replicas), now)
     conds = Conditions(cluster.generation, status["conditions"], now=now)
     conds.success("Accepted", "SpecAccepted", f"{len(wanted)} objects applied")
+    if not_grown:
+        conds.error("Resized", "ResizeNotSupported", "; ".join(not_grown))
     status["conditions"] = conds.to_list()
     return Outcome(status, applied=len(wanted), pruned=pruned)
 

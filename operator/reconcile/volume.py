@@ -8,6 +8,8 @@ from typing import Any
 
 from hastack_common import consts
 from hastack_operator.k8s import Kube
+from hastack_operator.reconcile import hacluster
+from hastack_operator.reconcile.accept import status_changed
 from hastack_operator.resources import names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.conditions import Conditions
@@ -45,3 +47,16 @@ def reconcile(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) 
     conds.success("Accepted", "SpecAccepted", f"used by HACluster {cluster.name}")
     status["conditions"] = conds.to_list()
     return status
+
+
+def propagate(kube: Kube, body: dict[str, Any], image: str) -> None:
+    """A volume's spec changed (size, protocol, sync rate, policies): reconcile the HACluster that
+    uses it, whose ConfigMap and PVCs carry those settings to the replicas."""
+    users = user_of(kube, body["metadata"]["namespace"], body["metadata"]["name"])
+    if len(users) != 1:
+        return
+    outcome = hacluster.reconcile(kube, users[0], image)
+    if status_changed(dict(users[0].get("status") or {}), outcome.status):
+        meta = users[0]["metadata"]
+        kube.patch(consts.API_VERSION, "HACluster", meta["namespace"], meta["name"], {"status": outcome.status},
+                   subresource="status")

@@ -272,3 +272,28 @@ def test_monitor_status_comes_from_the_active_members_mon(cp: ControlPlane, web:
     wait_for(lambda: next(c for c in (get_object(cp, "servicemonitors", "web-http", NS)["status"]["conditions"])
                           if c["type"] == "Ready")["status"] == "Unknown", 60, "stale mon report shown Unknown")
     cp.kubectl("label", "pod", "web-0", "-n", NS, f"{consts.LABEL_ROLE}-")
+
+
+def test_volume_growth_resizes_the_replicas_pvcs(cp: ControlPlane, web: dict[str, Any]) -> None:
+    """The claim templates are immutable: growth patches the PVCs, where the class allows it."""
+    wait_for(lambda: len(json.loads(cp.kubectl("get", "pvc", "-n", NS, "-l", "hastack.io/cluster=web",
+                                               "-o", "json").stdout)["items"]) == 2, 60, "both PVCs")
+    apply_objects(cp, [samples.replicatedvolume("data", NS, size="2Gi")])
+
+    def refused() -> dict[str, Any] | None:
+        st = get_object(cp, "haclusters", "web", NS).get("status") or {}
+        return next((c for c in st.get("conditions") or [] if c["type"] == "Resized"), None)
+
+    cond = wait_for(refused, 60, "Resized condition")
+    assert cond["status"] == "False" and "does not allow expansion" in cond["message"]
+    assert "size: 2147483648" in kget(cp, "configmap", "web-hastack")["data"]["blockrepl-0.yaml"]
+    cp.kubectl("patch", "storageclass", "hastack-local", "--type=merge", "-p", '{"allowVolumeExpansion": true}')
+    apply_objects(cp, [samples.replicatedvolume("data", NS, size="3Gi")])
+
+    def grown() -> bool:
+        claims = json.loads(cp.kubectl("get", "pvc", "-n", NS, "-l", "hastack.io/cluster=web", "-o", "json").stdout)
+        return all(c["spec"]["resources"]["requests"]["storage"] == "3073Mi" for c in claims["items"])
+
+    wait_for(grown, 60, "PVCs grown to 3 GiB + metadata")
+    sts = kget(cp, "statefulset", "web")
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1025Mi"
