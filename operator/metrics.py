@@ -28,3 +28,21 @@ def observe(kind: str, handler: str) -> Iterator[None]:
         raise
     finally:
         HANDLER_SECONDS.labels(kind, handler).observe(time.monotonic() - t0)
+
+MANAGED_OBJECTS = Gauge("hastack_operator_managed_objects", "Objects the operator keeps applied, by kind.", ["kind"])
+_managed: dict[str, dict[str, int]] = {}
+
+
+def record_managed(owner_uid: str, objects: list[dict[str, object]]) -> None:
+    """Remember what one custom resource owns; the gauge is the sum over all of them."""
+    counts: dict[str, int] = {}
+    for obj in objects:
+        kind = str(obj.get("kind"))
+        counts[kind] = counts.get(kind, 0) + 1
+    _managed[owner_uid] = counts
+    totals: dict[str, int] = {}
+    for per_owner in _managed.values():
+        for kind, n in per_owner.items():
+            totals[kind] = totals.get(kind, 0) + n
+    for kind, n in totals.items():
+        MANAGED_OBJECTS.labels(kind).set(n)

@@ -13,6 +13,7 @@ from typing import Any
 
 from hastack_common import consts
 from hastack_common.logs import kv
+from hastack_operator import metrics
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import growth
 from hastack_operator.resources import cluster_objects, names
@@ -89,6 +90,7 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
     ensure_secret(kube, cluster)
     for obj in wanted:
         kube.apply(obj)
+    metrics.record_managed(cluster.uid, wanted)
     not_grown = growth.grow(kube, cluster, volume) if volume is not None else []
     pruned = prune(kube, cluster, wanted)
     pods = kube.list("v1", "Pod", cluster.namespace, f"{consts.LABEL_CLUSTER}={cluster.name}")

@@ -297,3 +297,13 @@ def test_volume_growth_resizes_the_replicas_pvcs(cp: ControlPlane, web: dict[str
     wait_for(grown, 60, "PVCs grown to 3 GiB + metadata")
     sts = kget(cp, "statefulset", "web")
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1025Mi"
+
+
+def test_operator_metrics_count_managed_objects(cp: ControlPlane, operator: OperatorProcess,
+                                                web: dict[str, Any]) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'hastack_operator_managed_objects{kind="StatefulSet"}' in text
+    assert 'hastack_operator_handler_runs_total{handler="reconcile",kind="haclusters"}' in text
