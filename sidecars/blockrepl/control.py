@@ -106,13 +106,12 @@ class Control:
                 "(unexpose the device first, or use --force to disconnect them)"
             )
         self.nbd.disconnect_all()
-        held, e.held_submits = e.held_submits, []
+        held = e.gate.held_submits
+        e.gate.held_submits = []
         for _, done in held:  # never applied: the client sees a failed request
             done(ESHUTDOWN)
         await e.wait_idle(DRAIN_TIMEOUT)
-        acks, e.held_acks = e.held_acks, []
-        for cb, _ in acks:
-            cb(ESHUTDOWN)
+        e.gate.fail_all(ESHUTDOWN)  # applied but never acknowledged: a failed request, nothing lost
         e.role = SECONDARY
         e.sb.primary = False
         await e.persist()
@@ -138,7 +137,7 @@ class Control:
             seconds = float(args["seconds"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CommandError('deadline needs {"seconds": <number>} (0 disarms)') from exc
-        return self.e.set_deadline(seconds)
+        return self.e.gate.set_deadline(seconds)
 
     async def outdate(self, args: dict[str, Any]) -> Any:
         e = self.e

@@ -162,7 +162,7 @@ class Daemon:
             return
         req = FenceRequest(self.cfg.resource, self.cfg.node_id, peer, link.name, link.address)
         res = await fence_until_done(
-            self.fence_handler, req, lambda: engine.role == PRIMARY and key in engine.holds.submit
+            self.fence_handler, req, lambda: engine.role == PRIMARY and key in engine.gate.submit
         )
         if res.ok:
             engine.events.publish("peer-fenced", peer=peer, detail=res.detail)

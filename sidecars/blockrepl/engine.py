@@ -22,6 +22,7 @@ from hastack_blockrepl import iozero
 from hastack_blockrepl.actlog import ActivityLog
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.disk import Backing
+from hastack_blockrepl.gate import WriteGate
 from hastack_blockrepl.meta import AL_SLOTS, DAY0, DISKLESS, INCONSISTENT, UP_TO_DATE, Super, new_uuid
 from hastack_blockrepl.metrics import Metrics
 from hastack_blockrepl.nbdproto import EIO, EPERM
@@ -66,12 +67,6 @@ class Pending:
     op: str = "write"
 
 
-@dataclass
-class Holds:
-    submit: dict[str, str] = field(default_factory=dict)  # key -> why
-    ack: dict[str, str] = field(default_factory=dict)
-
-
 class Engine:
     def __init__(self, cfg: BlockreplConfig, backing: Backing, sb: Super, events: EventBus, metrics: Metrics) -> None:
         self.cfg, self.backing, self.sb, self.events, self.m = cfg, backing, sb, events, metrics
@@ -88,11 +83,7 @@ class Engine:
         self.remote_reads: dict[int, tuple[int, Callable[[int, bytes], None]]] = {}
         self.flushes: dict[int, Pending] = {}
         self.next_id = 1
-        self.holds = Holds()
-        self.held_submits: list[tuple[Callable[[], None], Done]] = []
-        self.held_acks: list[tuple[Done, int]] = []
-        self.deadline_at: float | None = None
-        self.deadline_lapses = 0
+        self.gate = WriteGate(cfg.resource, events, lambda: self.m.update(self))
         self.need_rotate = False
         self.nbd_clients = 0
         self.counters: dict[str, int] = {
@@ -173,72 +164,19 @@ class Engine:
         t.add_done_callback(self._tasks.discard)
         return t
 
-    # ---- holds ----------------------------------------------------------------------------
-    def _deadline_lapsed(self) -> bool:
-        if self.deadline_at is not None and self.loop.time() >= self.deadline_at and "deadline" not in self.holds.ack:
-            why = "heartbeat deadline lapsed: writes are not acknowledged until it is refreshed"
-            self.holds.submit["deadline"] = self.holds.ack["deadline"] = why
-            self.deadline_lapses += 1
-            log.warning("deadline lapsed", extra=kv(lapses=self.deadline_lapses))
-            self.events.publish("deadline-lapsed", resource=self.cfg.resource)
-            self.m.update(self)
-        return "deadline" in self.holds.ack
-
+    # ---- the write gate -------------------------------------------------------------------
     def hold(self, key: str, why: str, acks: bool) -> None:
-        self.holds.submit[key] = why
-        if acks:
-            self.holds.ack[key] = why
-        self.m.update(self)
+        self.gate.hold(key, why, acks)
 
     def release(self, key: str) -> None:
-        self.holds.submit.pop(key, None)
-        self.holds.ack.pop(key, None)
-        self._drain_holds()
-        self.m.update(self)
-
-    def _drain_holds(self) -> None:
-        if not self.holds.ack and not self._deadline_lapsed():
-            acks, self.held_acks = self.held_acks, []
-            for cb, err in acks:
-                cb(err)
-        while self.held_submits and not self.holds.submit and not self._deadline_lapsed():
-            self.held_submits.pop(0)[0]()
-
-    def _blocked(self) -> bool:
-        return bool(self.holds.submit) or self._deadline_lapsed()
+        self.gate.release(key)
 
     def _answer(self, p: Pending, err: int) -> None:
         if p.answered:
             return
         p.answered = True
         self.m.latency(p.op, time.perf_counter() - p.t0)
-        if err == 0 and (self.holds.ack or self._deadline_lapsed()):
-            self.held_acks.append((p.done, err))
-        else:
-            p.done(err)
-
-    def set_deadline(self, seconds: float) -> dict[str, Any]:
-        if seconds <= 0:
-            self.deadline_at = None
-            self.release("deadline")
-        else:
-            self.deadline_at = self.loop.time() + seconds
-            self.loop.call_later(seconds + 0.001, self._deadline_lapsed)
-            if "deadline" in self.holds.ack:
-                log.info("deadline refreshed after a lapse: writes resume")
-                self.events.publish("deadline-restored", resource=self.cfg.resource)
-            self.release("deadline")
-        return self.deadline_status()
-
-    def deadline_status(self) -> dict[str, Any]:
-        lapsed = self._deadline_lapsed()
-        rem = None if self.deadline_at is None else round(self.deadline_at - self.loop.time(), 3)
-        return {
-            "armed": self.deadline_at is not None,
-            "remaining": rem,
-            "lapsed": lapsed,
-            "lapses": self.deadline_lapses,
-        }
+        self.gate.answer(p.done, err)
 
     # ---- back-pressure --------------------------------------------------------------------
     def congested(self) -> bool:
@@ -333,10 +271,10 @@ class Engine:
         if err:
             done(err)
             return
-        if self._blocked():
+        if self.gate.blocked():
             self.counters["held_writes"] += 1
             keep = bytes(data) if isinstance(data, memoryview) else data
-            self.held_submits.append((lambda: self.write(offset, keep, fua, done, op), done))
+            self.gate.queue(lambda: self.write(offset, keep, fua, done, op), done)
             return
         length = len(data) if op == "write" else int(data)  # zero/trim: data is the length
         if self.need_rotate or (not self.diskless() and self.al.missing(offset, length)):
@@ -474,8 +412,8 @@ class Engine:
         if err:
             done(err)
             return
-        if self._blocked():
-            self.held_submits.append((lambda: self.flush(done), done))
+        if self.gate.blocked():
+            self.gate.queue(lambda: self.flush(done), done)
             return
         self.counters["flushes"] += 1
         fid = self.next_id
@@ -586,12 +524,10 @@ class Engine:
             "current_uuid": f"{self.sb.current:016X}",
             "history_uuids": [f"{h:016X}" for h in self.sb.history],
             "day0": self.day0(),
-            "suspended": sorted(
-                set(self.holds.submit.values()) | ({"deadline lapsed"} if self._deadline_lapsed() else set())
-            ),
-            "held_requests": len(self.held_submits) + len(self.held_acks),
+            "suspended": self.gate.reasons(),
+            "held_requests": self.gate.held_count(),
             "in_flight": len(self.pending),
-            "deadline": self.deadline_status(),
+            "deadline": self.gate.deadline_status(),
             "nbd_clients": self.nbd_clients,
             "counters": dict(self.counters),
             "peers": [link.status() for link in self.links.values()],

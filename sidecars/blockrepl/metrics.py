@@ -87,7 +87,7 @@ class Metrics:
             self.role.labels(r, role).set(1 if engine.role == role else 0)
         for d in DISKS:
             self.disk.labels(r, d).set(1 if engine.sb.disk_state == d else 0)
-        self.suspended.set(1 if engine.holds.submit or engine.holds.ack else 0)
+        self.suspended.set(1 if engine.gate.submit or engine.gate.ack else 0)
 
     def update_peer(self, node_id: int, conn: str, repl: str, oos: int, lag: int, split_brain: bool) -> None:
         r, peer = self.resource, str(node_id)
