@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 import signal
+import subprocess
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -345,3 +346,23 @@ def control_server(path: str, handlers: dict[str, Any]) -> Iterator[None]:
         if running:
             running["loop"].call_soon_threadsafe(running["stop"].set)
         thread.join(10)
+
+
+class ApiBridge:
+    """A host address for a test API server that network namespaces can route to as well
+    (``10.233.<id>.1`` on an empty bridge ``mon<id>api``; heartbeat's harness uses 10.232/hb*)."""
+
+    def __init__(self) -> None:
+        self.id = 1 + os.getpid() % 250
+        self.dev = f"mon{self.id}api"
+        self.ip = f"10.233.{self.id}.1"
+        self.close()
+        for argv in (
+            ["ip", "link", "add", self.dev, "type", "bridge"],
+            ["ip", "addr", "add", f"{self.ip}/32", "dev", self.dev],
+            ["ip", "link", "set", self.dev, "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True)
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self.dev], capture_output=True, check=False)

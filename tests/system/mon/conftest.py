@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from harness.mon_env import Certs, MonProcess, Targets, make_certs
+from harness.controlplane import ControlPlane
+from harness.mon_env import ApiBridge, Certs, MonProcess, Targets, make_certs
 from harness.procs import Supervisor
 
 
@@ -35,3 +36,17 @@ def mon_factory(sup: Supervisor, tmp_path: pathlib.Path) -> Callable[[dict[str, 
         return MonProcess(sup, tmp_path, config)
 
     return start
+
+
+@pytest.fixture(scope="session")
+def mon_cp() -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver (+ kwok nodes, no controllers) on an address that both this host
+    and network namespaces reach: mon's API tests and the heartbeat members share it."""
+    bridge = ApiBridge()
+    cp = ControlPlane(nodes=2, controllers=False, bind_address=bridge.ip)
+    try:
+        cp.start()
+        yield cp
+    finally:
+        cp.stop()
+        bridge.close()

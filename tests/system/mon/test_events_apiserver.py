@@ -11,7 +11,6 @@ import pytest
 
 from harness import samples
 from harness.controlplane import ControlPlane
-from harness.controlplane_pytest import control_plane  # noqa: F401 - the session fixture
 from harness.hastack_api import install_crds
 from harness.mon_env import MonProcess, Targets, wait_for
 from harness.procs import Supervisor
@@ -42,13 +41,13 @@ subjects: [{{kind: ServiceAccount, name: mon, namespace: {NS}}}]
 
 
 @pytest.fixture(scope="module")
-def api(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
+def api(mon_cp: ControlPlane) -> ControlPlane:
     """The control plane with the CRDs, the namespace and mon's ServiceAccount and Role."""
-    install_crds(control_plane)
-    if control_plane.kubectl("get", "ns", NS, check=False).returncode != 0:
-        control_plane.kubectl("create", "namespace", NS)
-    control_plane.kubectl("apply", "-f", "-", input=RBAC)
-    return control_plane
+    install_crds(mon_cp)
+    if mon_cp.kubectl("get", "ns", NS, check=False).returncode != 0:
+        mon_cp.kubectl("create", "namespace", NS)
+    mon_cp.kubectl("apply", "-f", "-", input=RBAC)
+    return mon_cp
 
 
 def events(cp: ControlPlane) -> list[dict[str, Any]]:

@@ -15,30 +15,17 @@ from collections.abc import Iterator
 import pytest
 
 from harness.controlplane import ControlPlane
-from harness.heartbeat_cluster import ApiAddress, setup_cluster
+from harness.heartbeat_cluster import setup_cluster
 from harness.heartbeat_net import HeartbeatNet
 from harness.mon_env import MonProcess, Targets, wait_for
 from harness.procs import Supervisor
 
 
-@pytest.fixture(scope="module")
-def hb_api() -> Iterator[ControlPlane]:
-    """A control plane on an address the member namespaces route to (no controllers needed)."""
-    addr = ApiAddress()
-    cp = ControlPlane(nodes=2, controllers=False, bind_address=addr.ip)
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
-        addr.close()
-
-
 @pytest.fixture
-def cluster(hb_api: ControlPlane, tmp_path: pathlib.Path) -> Iterator[HeartbeatNet]:
-    net = HeartbeatNet(tmp_path / "hb", n=2, prefix="shop", namespace="mon-failover", kubeconfig=hb_api.kubeconfig)
+def cluster(mon_cp: ControlPlane, tmp_path: pathlib.Path) -> Iterator[HeartbeatNet]:
+    net = HeartbeatNet(tmp_path / "hb", n=2, prefix="shop", namespace="mon-failover", kubeconfig=mon_cp.kubeconfig)
     try:
-        setup_cluster(hb_api, net)
+        setup_cluster(mon_cp, net)
         yield net
     finally:
         net.close()
