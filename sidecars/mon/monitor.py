@@ -228,7 +228,7 @@ class Runtime:
             "monitor": key[1],
             "probe": key[2],
             "action": action.kind if action else "transition",
-            "alertState": run.state.alert,
+            "alert": run.state.alert,
             "reason": action.reason if action else run.state.reason,
         }
         self.history.append(entry)
