@@ -9,7 +9,7 @@ Durations are Go-style strings ("500ms", "3s") as in the CRDs.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -257,3 +257,23 @@ class MonConfig(_Model):
         if dup:
             raise ValueError(f"monitors must be unique by namespace/name; repeated: {', '.join(dup)}")
         return self
+
+
+def monitor_from_object(obj: dict[str, Any]) -> MonitorConfig:
+    """A ServiceMonitor as the API returns it -> its ``monitors[]`` entry (raises ValidationError)."""
+    meta = obj.get("metadata", {})
+    return MonitorConfig.model_validate(
+        {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace", "default"),
+            "uid": meta.get("uid"),
+            "spec": obj.get("spec", {}),
+        }
+    )
+
+
+def render(config: MonConfig) -> str:
+    """The YAML file mon reads (what the operator puts in the member pods' ConfigMap)."""
+    import yaml
+
+    return str(yaml.safe_dump(config.model_dump(by_alias=True, exclude_none=True), sort_keys=False))

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hastack_common.config_mon import MonitorConfig
+from hastack_common.config_mon import MonitorConfig, monitor_from_object
 from hastack_common.consts import GROUP, SERVICEMONITORS, VERSION
 from hastack_common.logs import kv
 from hastack_mon.k8s import api_client
@@ -34,16 +34,7 @@ def monitors_from_items(items: list[dict[str, Any]]) -> tuple[list[MonitorConfig
         if meta.get("deletionTimestamp"):
             continue
         try:
-            good.append(
-                MonitorConfig.model_validate(
-                    {
-                        "name": meta["name"],
-                        "namespace": meta["namespace"],
-                        "uid": meta.get("uid"),
-                        "spec": item.get("spec", {}),
-                    }
-                )
-            )
+            good.append(monitor_from_object(item))
         except ValidationError as exc:
             errors[name] = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
     return good, errors

@@ -113,3 +113,20 @@ def test_every_crd_field_is_understood_by_mon() -> None:
         assert not missing, f"{model.__name__} lacks CRD fields {sorted(missing)}"
     assert set(crd.PROBE_TYPES) == set(cm.PROBE_KINDS)
     assert set(crd.RECEIVER_TYPES) == set(cm.RECEIVER_KINDS)
+
+
+def test_render_round_trips_what_the_operator_writes() -> None:
+    from hastack_common.config_mon import monitor_from_object, render
+    from hastack_mon.config import parse
+
+    obj = {
+        "apiVersion": "hastack.io/v1alpha1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7"},
+        "spec": GOOD,
+        "status": {"summary": "1/1 up"},
+    }
+    cfg = MonConfig(monitors=[monitor_from_object(obj)], alerting="active")
+    text = render(cfg)
+    assert "upAlert" in text and "up_alert" not in text  # CRD field names in the file
+    assert parse(text) == cfg
