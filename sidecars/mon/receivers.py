@@ -93,6 +93,7 @@ class EventSink(Protocol):
 
 
 Send = Callable[[Notification], Awaitable[None]]
+RESEND = "resend"  # alertmanager only: a firing alert pushed again (startsAt kept, endsAt moved on)
 KINDS = {
     "event": ("alert", "realert", "upalert"),
     "webhook": ("alert", "realert", "upalert"),
@@ -254,16 +255,19 @@ class Worker:
             "endsAt": rfc3339(ends),
         }
 
-    async def _alertmanager(self, n: Notification, resend: bool = False) -> None:
+    async def _alertmanager(self, n: Notification) -> None:
         am = self.spec
         assert am.url is not None
         period = parse_duration(am.resend)
         if n.kind == "resolve":
             self.firing.pop(n.probe, None)
             body = [self._am_alert(n, n.at)]
+        elif n.kind == RESEND:
+            if n.probe not in self.firing:  # resolved since the resend was queued: stay resolved
+                return
+            body = [self._am_alert(n, n.at + 4 * period)]
         else:
-            if not resend:
-                self.firing[n.probe] = n
+            self.firing[n.probe] = n
             body = [self._am_alert(n, n.at + 4 * period)]
         url = am.url.rstrip("/") + "/api/v2/alerts"
         await self._post(url, body, self.timeout, am.headers)
@@ -273,9 +277,9 @@ class Worker:
         period = parse_duration(self.spec.resend)
         while True:
             await asyncio.sleep(period)
-            for n in list(self.firing.values()):
-                with contextlib.suppress(DeliveryError):  # startsAt kept, endsAt pushed forward
-                    await self._alertmanager(dataclasses.replace(n, at=time.time()), resend=True)
+            for n in list(self.firing.values()):  # through the queue: never overtakes a resolve
+                if not self.queue.full():
+                    self.queue.put_nowait(dataclasses.replace(n, kind=RESEND, at=time.time()))
 
     async def _failover(self, n: Notification) -> None:
         req = FailoverRequest(

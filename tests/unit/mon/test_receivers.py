@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from hastack_common.config_mon import Receiver
 from hastack_mon.k8s import event_body
 from hastack_mon.metrics import Metrics
-from hastack_mon.receivers import QUEUE_SIZE, KubeEvent, Notification, Worker
+from hastack_mon.receivers import QUEUE_SIZE, RESEND, KubeEvent, Notification, Worker
 
 N = Notification(
     "alert",
@@ -113,3 +114,23 @@ def test_event_body() -> None:
     }
     assert body["metadata"] == {"generateName": "web.", "namespace": "shop"}
     assert (body["type"], body["reason"], body["source"]["component"]) == ("Warning", "ProbeFailed", "hastack-mon")
+
+
+def test_a_resend_queued_behind_a_resolve_does_not_revive_the_alert() -> None:
+    posted: list[tuple[str, str]] = []
+
+    async def go() -> None:
+        w = worker(type="alertmanager", url="http://am:9093")
+
+        async def post(url: str, body: Any, timeout: float, headers: dict[str, str], ctx: Any = None) -> None:
+            posted.append((body[0]["labels"]["probe"], body[0]["endsAt"]))
+
+        w._post = post  # type: ignore[method-assign]  # records instead of sending
+        await w.deliver(N)  # firing
+        resend = Notification(**{**N.__dict__, "kind": RESEND})
+        for n in (Notification(**{**N.__dict__, "kind": "resolve"}), resend):
+            await w.deliver(n)
+        assert w.firing == {}
+
+    asyncio.run(go())
+    assert len(posted) == 2  # the alert and its resolve; the stale resend sent nothing
