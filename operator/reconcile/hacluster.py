@@ -22,6 +22,7 @@ from hastack_operator.resources.cluster_set import PRUNABLE, desired, key, owned
 from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.config import config_map
 from hastack_operator.resources.spec import HACluster, ReplicatedVolume, SpecError, check_volume_fits
+from hastack_operator.resources.validation import spec_problems
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,16 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
     old = dict(body.get("status") or {})
     volume = volume_for(kube, cluster)
     try:
+        problems = spec_problems(consts.HACLUSTERS, cluster.spec, cluster.name)
+        if problems:
+            raise SpecError("; ".join(problems))
         check_volume_fits(cluster, volume)
     except SpecError as exc:
         conds = Conditions(cluster.generation, list(old.get("conditions") or []), now=now)
-        conds.error("Accepted", "WaitingForVolume" if volume is None else "InvalidSpec", str(exc))
+        waiting = volume is None and cluster.resource("volume") is not None and "does not exist" in str(exc)
+        conds.error("Accepted", "WaitingForVolume" if waiting else "InvalidSpec", str(exc))
         return Outcome({"phase": "Pending", "observedGeneration": cluster.generation,
-                        "conditions": conds.to_list()}, retry_after=10.0)
+                        "conditions": conds.to_list()}, retry_after=10.0 if waiting else 60.0)
     wanted = desired(cluster, volume, monitors_for(kube, cluster), image)
     sts = next(o for o in wanted if o["kind"] == "StatefulSet")
     growth.keep_claim_templates(sts, kube.get("apps/v1", "StatefulSet", cluster.namespace, sts["metadata"]["name"]))
