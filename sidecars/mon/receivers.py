@@ -94,6 +94,7 @@ class EventSink(Protocol):
 
 Send = Callable[[Notification], Awaitable[None]]
 RESEND = "resend"  # alertmanager only: a firing alert pushed again (startsAt kept, endsAt moved on)
+FORGET = "forget"  # alertmanager only: the probe was removed, resolve what it left firing
 KINDS = {
     "event": ("alert", "realert", "upalert"),
     "webhook": ("alert", "realert", "upalert"),
@@ -146,18 +147,23 @@ class Worker:
                 await asyncio.wait_for(self._alertmanager(self._resolution(n)), self.timeout)
 
     def forget(self, probe: str) -> None:
-        """The probe was removed from the configuration: resolve its firing alert."""
-        n = self.firing.pop(probe, None)
-        if n is not None:
-            self.submit(self._resolution(n))
+        """The probe was removed from the configuration: resolve its firing alert, in queue order
+        (an alert still queued is delivered, then resolved)."""
+        if self.spec.type == "alertmanager":
+            now = time.time()
+            self._enqueue(
+                Notification(FORGET, self.namespace, self.monitor, probe, "", "", "", "", now, now, 0)
+            )
 
     @staticmethod
     def _resolution(n: Notification) -> Notification:
         return dataclasses.replace(n, kind="resolve", reason="probe removed from the configuration", at=time.time())
 
     def submit(self, n: Notification) -> None:
-        if n.kind not in KINDS[self.spec.kind]:
-            return
+        if n.kind in KINDS[self.spec.kind]:
+            self._enqueue(n)
+
+    def _enqueue(self, n: Notification) -> None:
         if self.queue.full():  # never block the probes: the oldest undelivered notification goes
             self.queue.get_nowait()
             self._failed("queue full, oldest notification dropped")
@@ -262,6 +268,11 @@ class Worker:
         if n.kind == "resolve":
             self.firing.pop(n.probe, None)
             body = [self._am_alert(n, n.at)]
+        elif n.kind == FORGET:
+            firing = self.firing.pop(n.probe, None)
+            if firing is None:
+                return
+            body = [self._am_alert(self._resolution(firing), time.time())]
         elif n.kind == RESEND:
             if n.probe not in self.firing:  # resolved since the resend was queued: stay resolved
                 return

@@ -134,3 +134,28 @@ def test_a_resend_queued_behind_a_resolve_does_not_revive_the_alert() -> None:
 
     asyncio.run(go())
     assert len(posted) == 2  # the alert and its resolve; the stale resend sent nothing
+
+
+def test_forgetting_a_probe_resolves_even_an_alert_still_queued() -> None:
+    posted: list[str] = []
+
+    async def go() -> None:
+        w = worker(type="alertmanager", url="http://am:9093")
+
+        async def post(url: str, body: Any, timeout: float, headers: dict[str, str], ctx: Any = None) -> None:
+            posted.append(
+                "resolved"
+                if body[0]["endsAt"] <= body[0]["startsAt"] or "removed" in body[0]["annotations"]["description"]
+                else "firing"
+            )
+
+        w._post = post  # type: ignore[method-assign]  # records instead of sending
+        w.submit(N)  # queued, not delivered yet
+        w.forget("health")
+        w.forget("never-alerted")  # nothing to resolve: nothing sent
+        while not w.queue.empty():
+            await w.deliver(w.queue.get_nowait())
+        assert w.firing == {}
+
+    asyncio.run(go())
+    assert posted == ["firing", "resolved"]
