@@ -135,6 +135,8 @@ def evaluate(
         why = ""
 
     if not why:  # the alert condition does not hold
+        if state.alert == "alerting" and not ok:  # only a success recovers a fired alert
+            return replace(base, reason=f"still failing ({cf} in a row, below the rule now); alert kept"), []
         if state.alert == "alerting":
             reason = f"recovered; condition cleared after {state.alerts_sent} alert(s)"
             actions = [Action("resolve", reason, now, state.consecutive_failures)]
