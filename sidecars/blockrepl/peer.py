@@ -15,11 +15,12 @@ import random
 import struct
 from typing import TYPE_CHECKING, Any
 
+from hastack_blockrepl import resync
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.engine import PRIMARY
 from hastack_blockrepl.meta import DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
-from hastack_blockrepl.resync import WINDOW, Progress, RateLimiter, digest, run_span, sync_set
+from hastack_blockrepl.resync import WINDOW, Progress, digest, sync_set
 from hastack_blockrepl.syncdecide import DISCONNECT, NONE, SOURCE, TARGET, Decision, Policy, Side, decide_sync
 from hastack_common.logs import kv
 
@@ -331,7 +332,7 @@ class PeerLink:
             self.repl = "SyncTarget"
             e.sb.disk_state = INCONSISTENT
             e.m.update(e)
-            self.resync_task = e.spawn(self._resync(self._sync_bits(d)))
+            self.resync_task = e.spawn(resync.run_target(self, self._sync_bits(d)))
 
     def _sync_bits(self, d: Decision) -> Bitmap:
         e = self.engine
@@ -409,9 +410,9 @@ class PeerLink:
         elif t == W.UPDATE:
             self._on_update(f.json())
         elif t == W.RS_REQ:
-            self._on_rs_req(f)
+            resync.on_rs_req(self, f)
         elif t in (W.RS_DATA, W.RS_SAME):
-            self._on_rs_reply(f)
+            resync.on_rs_reply(self, f)
         elif t == W.RS_ACK:
             e.bitmaps[self.node_id].clear(f.offset, f.id)
             e.bm_dirty.add(self.node_id)
@@ -419,7 +420,7 @@ class PeerLink:
             if self.progress:
                 self.progress.add(f.id, False)
         elif t == W.RS_DONE:
-            self._on_rs_done(f.json())
+            resync.on_rs_done(self, f.json())
         elif t == W.OV_REQ:
             same = digest(e.read_raw(f.offset, f.id)) == bytes(f.payload)
             self.proto.send(self.proto.enc.encode(W.OV_RES, b"\x01" if same else b"\x00", id=f.id, offset=f.offset))
@@ -471,90 +472,3 @@ class PeerLink:
             if self.repl != "SyncSource":
                 self.peer_disk = st["disk"]
             self._adopt_if_follower()
-
-    # ---- resync: source side ----------------------------------------------------------------
-    def _on_rs_req(self, f: W.Frame) -> None:
-        assert self.proto is not None
-        if self.repl != "SyncSource":
-            raise W.WireError("resync request while not SyncSource")
-        data = self.engine.read_raw(f.offset, f.id)
-        if digest(data) == bytes(f.payload):
-            self.proto.send(self.proto.enc.encode(W.RS_SAME, id=f.id, offset=f.offset))
-        else:
-            self.proto.send(self.proto.enc.encode(W.RS_DATA, data, id=f.id, offset=f.offset))
-            if self.progress:
-                self.progress.sent += f.id
-
-    def _on_rs_done(self, msg: dict[str, Any]) -> None:
-        e = self.engine
-        if self.repl == "SyncSource":  # the target has every block: its generation becomes ours
-            _, slot = e.sb.slot(self.node_id)
-            e.sb.rotate_history(slot.bitmap_uuid)
-            slot.bitmap_uuid = 0
-            e.bitmaps[self.node_id].clear_all()
-            e.bm_dirty.add(self.node_id)
-            self.repl, self.peer_disk = "Established", UP_TO_DATE
-            e.spawn(e.persist())
-            assert self.proto is not None
-            self.proto.send(self.proto.enc.json(W.RS_DONE, {"current": e.sb.current, "history": e.sb.history}))
-            self._sync_finished()
-        elif self.repl == "SyncTarget":
-            e.adopt_generation(int(msg["current"]), msg.get("history", []))
-            _, slot = e.sb.slot(self.node_id)
-            slot.bitmap_uuid = 0
-            e.bitmaps[self.node_id].clear_all()
-            e.bm_dirty.add(self.node_id)
-            e.sb.disk_state = UP_TO_DATE
-            self.repl = "Established"
-            e.crashed_primary = False
-            e.spawn(e.persist())
-            e.m.update(e)
-            self.send_update()
-            for other in self.node.links.values():
-                other.send_update()
-            self._sync_finished()
-
-    def _sync_finished(self) -> None:
-        st = self.progress.status() if self.progress else {}
-        log.info("resync finished", extra=kv(peer=self.node_id, **{k: v for k, v in st.items() if v is not None}))
-        self.engine.events.publish("sync-finished", peer=self.node_id, **st)
-        self.engine.peer_established(self.node_id)
-
-    # ---- resync: target side ----------------------------------------------------------------
-    async def _resync(self, bits: Bitmap) -> None:
-        e = self.engine
-        await e.persist()  # Inconsistent is on disk before the first block changes
-        self.progress = Progress(total=bits.count() * 4096)
-        self.rs_window, self.rs_outstanding = asyncio.Semaphore(WINDOW), 0  # fresh for this connection
-        limiter = RateLimiter(e.cfg.sync.rate)
-        proto = self.proto
-        for first, n in list(bits.runs(max_bits=32)):
-            off, length = run_span(first, n, e.size)
-            await self.rs_window.acquire()
-            await limiter.take(length)
-            if self.proto is not proto or proto is None:
-                return
-            self.rs_outstanding += 1
-            proto.send(proto.enc.encode(W.RS_REQ, digest(e.read_raw(off, length)), id=length, offset=off))
-        for _ in range(WINDOW):  # every answer is in once the whole window is free again
-            await self.rs_window.acquire()
-        if self.proto is proto and proto is not None:
-            proto.send(proto.enc.json(W.RS_DONE, {}))
-
-    def _on_rs_reply(self, f: W.Frame) -> None:
-        e = self.engine
-        if self.repl != "SyncTarget":
-            raise W.WireError("resync data while not SyncTarget")
-        if f.type == W.RS_DATA:
-            if len(f.payload) != f.id:
-                raise W.WireError("resync data length mismatch")
-            e.apply_remote(f.offset, f.payload, f.id)
-        e.bitmaps[self.node_id].clear(f.offset, f.id)
-        e.bm_dirty.add(self.node_id)
-        assert self.proto is not None
-        self.proto.send(self.proto.enc.encode(W.RS_ACK, id=f.id, offset=f.offset))
-        if self.progress:
-            self.progress.add(f.id, f.type == W.RS_DATA)
-        e.m.resync_bytes.labels(e.cfg.resource, str(self.node_id)).inc(f.id)
-        self.rs_outstanding -= 1
-        self.rs_window.release()

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from hastack_blockrepl import wire as W
 from hastack_blockrepl.bitmap import Bitmap
+from hastack_blockrepl.meta import UP_TO_DATE
 from hastack_common.config_blockrepl import BLOCK
+from hastack_common.logs import kv
+
+if TYPE_CHECKING:
+    from hastack_blockrepl.peer import PeerLink
+
+log = logging.getLogger(__name__)
 
 RUN_BLOCKS = 32  # 128 KiB per request
 WINDOW = 16  # requests in flight
@@ -98,3 +108,94 @@ def sync_set(nbits: int, mine: Bitmap, theirs: Bitmap | None, full: bool) -> Bit
 def run_span(first: int, n: int, size: int) -> tuple[int, int]:
     off = first * BLOCK
     return off, min(n * BLOCK, size - off)
+
+
+# ---- the protocol, driven by the SyncTarget (PeerLink hands its frames here) ----
+def on_rs_req(link: PeerLink, f: W.Frame) -> None:
+    assert link.proto is not None
+    if link.repl != "SyncSource":
+        raise W.WireError("resync request while not SyncSource")
+    data = link.engine.read_raw(f.offset, f.id)
+    if digest(data) == bytes(f.payload):
+        link.proto.send(link.proto.enc.encode(W.RS_SAME, id=f.id, offset=f.offset))
+    else:
+        link.proto.send(link.proto.enc.encode(W.RS_DATA, data, id=f.id, offset=f.offset))
+        if link.progress:
+            link.progress.sent += f.id
+
+
+def on_rs_done(link: PeerLink, msg: dict[str, Any]) -> None:
+    e = link.engine
+    if link.repl == "SyncSource":  # the target has every block: its generation becomes ours
+        _, slot = e.sb.slot(link.node_id)
+        e.sb.rotate_history(slot.bitmap_uuid)
+        slot.bitmap_uuid = 0
+        e.bitmaps[link.node_id].clear_all()
+        e.bm_dirty.add(link.node_id)
+        link.repl, link.peer_disk = "Established", UP_TO_DATE
+        e.spawn(e.persist())
+        assert link.proto is not None
+        link.proto.send(link.proto.enc.json(W.RS_DONE, {"current": e.sb.current, "history": e.sb.history}))
+        sync_finished(link)
+    elif link.repl == "SyncTarget":
+        e.adopt_generation(int(msg["current"]), msg.get("history", []))
+        _, slot = e.sb.slot(link.node_id)
+        slot.bitmap_uuid = 0
+        e.bitmaps[link.node_id].clear_all()
+        e.bm_dirty.add(link.node_id)
+        e.sb.disk_state = UP_TO_DATE
+        link.repl = "Established"
+        e.crashed_primary = False
+        e.spawn(e.persist())
+        e.m.update(e)
+        link.send_update()
+        for other in link.node.links.values():
+            other.send_update()
+        sync_finished(link)
+
+
+def sync_finished(link: PeerLink) -> None:
+    st = link.progress.status() if link.progress else {}
+    log.info("resync finished", extra=kv(peer=link.node_id, **{k: v for k, v in st.items() if v is not None}))
+    link.engine.events.publish("sync-finished", peer=link.node_id, **st)
+    link.engine.peer_established(link.node_id)
+
+
+async def run_target(link: PeerLink, bits: Bitmap) -> None:
+    e = link.engine
+    await e.persist()  # Inconsistent is on disk before the first block changes
+    link.progress = Progress(total=bits.count() * 4096)
+    link.rs_window, link.rs_outstanding = asyncio.Semaphore(WINDOW), 0  # fresh for this connection
+    limiter = RateLimiter(e.cfg.sync.rate)
+    proto = link.proto
+    for first, n in list(bits.runs(max_bits=32)):
+        off, length = run_span(first, n, e.size)
+        await link.rs_window.acquire()
+        await limiter.take(length)
+        if link.proto is not proto or proto is None:
+            return
+        link.rs_outstanding += 1
+        proto.send(proto.enc.encode(W.RS_REQ, digest(e.read_raw(off, length)), id=length, offset=off))
+    for _ in range(WINDOW):  # every answer is in once the whole window is free again
+        await link.rs_window.acquire()
+    if link.proto is proto and proto is not None:
+        proto.send(proto.enc.json(W.RS_DONE, {}))
+
+
+def on_rs_reply(link: PeerLink, f: W.Frame) -> None:
+    e = link.engine
+    if link.repl != "SyncTarget":
+        raise W.WireError("resync data while not SyncTarget")
+    if f.type == W.RS_DATA:
+        if len(f.payload) != f.id:
+            raise W.WireError("resync data length mismatch")
+        e.apply_remote(f.offset, f.payload, f.id)
+    e.bitmaps[link.node_id].clear(f.offset, f.id)
+    e.bm_dirty.add(link.node_id)
+    assert link.proto is not None
+    link.proto.send(link.proto.enc.encode(W.RS_ACK, id=f.id, offset=f.offset))
+    if link.progress:
+        link.progress.add(f.id, f.type == W.RS_DATA)
+    e.m.resync_bytes.labels(e.cfg.resource, str(link.node_id)).inc(f.id)
+    link.rs_outstanding -= 1
+    link.rs_window.release()

@@ -83,15 +83,19 @@ def kernel_nbd_available() -> bool:
 
 
 async def loop_for(file: str) -> str | None:
-    """The loop device already attached to ``file`` (by backing inode), if any."""
+    """The loop device already attached to ``file``, matched by its backing device *and* inode.
+
+    The inode alone is not enough: every nbdfuse file is inode 2 of its own FUSE filesystem.
+    """
     try:
-        ino = os.stat(file).st_ino
+        st = os.stat(file)
     except OSError:
         return None
-    out = await _run("losetup", "--list", "--json", "--output", "NAME,BACK-INO", check=False)
+    want = (f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}", str(st.st_ino))
+    out = await _run("losetup", "--list", "--json", "--output", "NAME,BACK-MAJ:MIN,BACK-INO", check=False)
     with contextlib.suppress(ValueError):
         for dev in json.loads(out or "{}").get("loopdevices", []):
-            if str(dev.get("back-ino")) == str(ino):
+            if (str(dev.get("back-maj:min", "")).strip(), str(dev.get("back-ino"))) == want:
                 return str(dev["name"])
     return None
 
