@@ -57,6 +57,12 @@ TABLE = [
     ("window: 3 of the last 5s", "FSFSF", Rule(after=9, within=5.0, failures_within=3), [(4, "alert")]),
     ("window: too spread out", "FSSSSSFSSSSSF", Rule(after=9, within=5.0, failures_within=3), []),
     (
+        "window alert recovers on a success only",
+        "FFFSFS",
+        Rule(after=9, within=3.0, failures_within=3),
+        [(2, "alert"), (5, "resolve")],
+    ),
+    (
         "window keeps firing while it holds",
         "FSFSFSSSSSS",
         Rule(after=9, within=6.0, failures_within=3),
