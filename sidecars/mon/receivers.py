@@ -151,9 +151,7 @@ class Worker:
         (an alert still queued is delivered, then resolved)."""
         if self.spec.type == "alertmanager":
             now = time.time()
-            self._enqueue(
-                Notification(FORGET, self.namespace, self.monitor, probe, "", "", "", "", now, now, 0)
-            )
+            self._enqueue(Notification(FORGET, self.namespace, self.monitor, probe, "", "", "", "", now, now, 0))
 
     @staticmethod
     def _resolution(n: Notification) -> Notification:
