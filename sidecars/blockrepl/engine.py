@@ -15,14 +15,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from hastack_blockrepl import iozero
 from hastack_blockrepl.actlog import ActivityLog
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.disk import Backing
-from hastack_blockrepl.gate import WriteGate
+from hastack_blockrepl.gate import Done, WriteGate
+from hastack_blockrepl.inflight import Link, Pending
 from hastack_blockrepl.meta import AL_SLOTS, DAY0, DISKLESS, INCONSISTENT, UP_TO_DATE, Super, new_uuid
 from hastack_blockrepl.metrics import Metrics
 from hastack_blockrepl.nbdproto import EIO, EPERM
@@ -32,39 +32,6 @@ from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
 PRIMARY, SECONDARY = "Primary", "Secondary"
-Done = Callable[[int], None]
-
-
-class Link(Protocol):
-    """What the engine needs of a peer link (peer.PeerLink)."""
-
-    node_id: int
-    name: str
-    peer_disk: str
-
-    @property
-    def replicating(self) -> bool: ...
-    def send_write(self, wid: int, offset: int, data: bytes | memoryview, fua: bool) -> None: ...
-    def send_zero(self, wid: int, offset: int, length: int, fua: bool) -> None: ...
-    def send_flush(self, fid: int) -> None: ...
-    def send_read(self, rid: int, offset: int, length: int) -> None: ...
-    def send_update(self) -> None: ...
-    def status(self) -> dict[str, Any]: ...
-
-
-@dataclass
-class Pending:
-    offset: int
-    length: int
-    done: Done
-    peers: set[int]  # peers that have not acknowledged yet
-    wait_peers: bool  # protocol B/C: the client waits for them
-    local_done: bool = True
-    local_ok: bool = True  # False when the local disk failed (or is Diskless): peers must hold it
-    acked_by: set[int] = field(default_factory=set)
-    answered: bool = False
-    t0: float = 0.0
-    op: str = "write"
 
 
 class Engine:

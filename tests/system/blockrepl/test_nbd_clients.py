@@ -195,3 +195,21 @@ def test_metrics_endpoint_passes_promtool(pair: Cluster, tmp_path: Path) -> None
     (tmp_path / "m.txt").write_text(text)
     res = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_events_stream_reports_connection_changes(pair: Cluster) -> None:
+    c = pair
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(20)
+    s.connect(c[0].ctl)
+    s.sendall(b'{"cmd": "events"}\n')
+    f = s.makefile("r")
+    assert json.loads(f.readline())["result"] == "streaming"
+    c[0].call("disconnect", peer=1)
+    c[0].call("connect", peer=1)
+    seen: list[str] = []
+    while "sync-decision" not in seen:
+        seen.append(json.loads(f.readline())["event"])
+    s.close()
+    assert "peer-standalone" in seen and "peer-connected" in seen
+    c.wait_connected()
