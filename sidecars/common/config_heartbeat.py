@@ -12,7 +12,7 @@ breaks them is refused with a message naming the inequality.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -107,6 +107,17 @@ class Failover(_Model):
     request_min_interval: Duration = "60s"
 
 
+class Volume(_Model):
+    """The ReplicatedVolume of the resource group, as heartbeat's volume agents need it."""
+
+    blockrepl_socket: str = c.BLOCKREPL_SOCKET
+    nbd_uri: str = f"nbd+unix:///hastack?socket={c.RUN_DIR}/blockrepl-nbd.sock"
+    expose_dir: str = f"{c.RUN_DIR}/expose"  # nbdfuse mount, pid file, exposure record
+    mount_dir: str  # the member's hostPath directory, e.g. /var/lib/hastack/mounts/<ns>/<pod>
+    fs_type: Literal["ext4", "xfs", "btrfs"] = "ext4"
+    fsck: bool = True
+
+
 class HeartbeatConfig(_Model):
     """The whole file ``heartbeat.yaml``."""
 
@@ -123,6 +134,7 @@ class HeartbeatConfig(_Model):
     gate_grace: Duration = "10s"  # TERM -> KILL grace the start gate gives the app
     # DNS name or address of each member, when not "<pod>.<peerDomain>" (tests, host daemons).
     addresses: dict[str, str] = {}
+    volume: Volume | None = None
 
     @model_validator(mode="after")
     def _members(self) -> HeartbeatConfig:

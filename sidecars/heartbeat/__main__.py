@@ -65,9 +65,19 @@ async def run(ns: argparse.Namespace) -> int:
                           default_duration=timings.lease_duration)
         if not ns.no_pod_labels:
             agents.append(k8s.PodLabelAgent(api, cfg.namespace, ns.member, cfg.members))
+    replica = None
+    if cfg.volume is not None:
+        from hastack_heartbeat import volume
+
+        replica = volume.ReplicaAgent(cfg.volume.blockrepl_socket)
+        exposed = volume.ExposeAgent(cfg.volume.nbd_uri, cfg.volume.expose_dir)
+        fs = volume.FilesystemAgent(exposed, cfg.volume.mount_dir, cfg.volume.fs_type, cfg.volume.fsck)
+        agents[:0] = [replica, exposed, fs]  # volume first, the pod label last
     loop = asyncio.get_running_loop()
     group = ResourceGroup(agents, time.monotonic)
-    node = Node(cfg, ns.member, secret, lease, group, timings=timings)
+    node = Node(cfg, ns.member, secret, lease, group, timings=timings, replica=replica)
+    if replica is not None:
+        replica.remaining = lambda: (node.state.fence_until or 0.0) - node.clock()
     with contextlib.suppress(Exception):  # a crashed predecessor may have left resources behind
         await group.demote("start-up cleanup", _nothing)
     start_http_server(ns.metrics_port or cfg.metrics_port, registry=node.metrics.registry)

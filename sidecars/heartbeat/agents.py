@@ -68,9 +68,26 @@ class ResourceGroup:
             if agent.phase == "mounted":
                 self.mounted = True
 
-    async def demote(self, reason: str, stop_app: Callable[[], Any]) -> None:
+    async def demote(self, reason: str, stop_app: Callable[[], Any], fenced: bool = False) -> None:
+        """Stop the app through the gate, then the agents in reverse. ``fenced``: the right to stay
+        active is already lost, so agents that can cut writes at once (``fence()``) do that first."""
         await stop_app()
+        if fenced:
+            for agent in self.agents:
+                fence = getattr(agent, "fence", None)
+                if fence is not None:
+                    try:
+                        await asyncio.wait_for(fence(), agent.timeout)
+                    except Exception as exc:
+                        log.error("agent fence failed", extra=kv(agent=agent.name, error=str(exc)))
         await self._stop_started()
+
+    async def check(self) -> None:
+        """Pacemaker's monitor operation: every started agent that can tell checks itself."""
+        for agent in list(self.started):
+            check = getattr(agent, "check", None)
+            if check is not None:
+                await self._run(agent, "check", check)
 
     async def _stop_started(self) -> None:
         errors = []

@@ -116,6 +116,7 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
         "role": status["role"],
         "reason": status.get("reason", ""),
         "eligible": status.get("eligible"),
+        "blocked": status.get("blocked", ""),
         "peers": {k: {"state": v["state"]} for k, v in status["peers"].items()},
         "lease": {"holder": lease.get("holder", ""), "apiReachable": lease.get("apiReachable", False)},
         "lastFailover": status.get("lastFailover") or {},

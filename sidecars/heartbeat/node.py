@@ -38,8 +38,10 @@ from hastack_heartbeat.events import (
     Promote,
     PromoteDone,
     Received,
+    ResourceFailed,
     RoleChanged,
     Send,
+    SetBlocked,
     Tick,
 )
 from hastack_heartbeat.metrics import Metrics
@@ -60,7 +62,8 @@ class Agents(Protocol):
     mounted: bool
 
     async def promote(self, reason: str, timeline: Timeline) -> None: ...
-    async def demote(self, reason: str, stop_app: Callable[[], Any]) -> None: ...
+    async def demote(self, reason: str, stop_app: Callable[[], Any], fenced: bool = False) -> None: ...
+    async def check(self) -> None: ...
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -73,12 +76,13 @@ class _Udp(asyncio.DatagramProtocol):
 
 class Node:
     def __init__(self, cfg: HeartbeatConfig, me: str, secret: bytes, lease: LeaseBackend, agents: Agents,
-                 *, timings: Timings | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 *, timings: Timings | None = None, clock: Callable[[], float] = time.monotonic,
+                 replica: Any = None) -> None:
         if me not in cfg.members:
             raise ValueError(f"this pod {me!r} is not one of the HACluster's members {cfg.members}; "
                              "check HASTACK_POD_NAME and the rendered heartbeat.yaml")
         self.cfg, self.me, self.secret = cfg, me, wire.check_secret(secret)
-        self.lease, self.agents, self.clock = lease, agents, clock
+        self.lease, self.agents, self.clock, self.replica = lease, agents, clock, replica
         self.timings = timings or Timings.from_config(cfg.timing)
         f = cfg.failover
         params = m.Params(
@@ -116,6 +120,7 @@ class Node:
         await self.control.start()
         period = min(self.timings.keepalive / 5, 0.1)
         self.spawn(self._resolve_forever())
+        self.spawn(self._watch_resources())
         log.info("heartbeat started", extra=kv(member=self.me, epoch=self.epoch, port=self.cfg.timing.port,
                                                peers=",".join(self.state.params.peers)))
         try:
@@ -188,7 +193,9 @@ class Node:
         elif isinstance(a, Promote):
             self.spawn(self._promote(a.reason))
         elif isinstance(a, Demote):
-            self.spawn(self._demote(a.reason))
+            self.spawn(self._demote(a.reason, fenced=not self.state.demote_keeps_right))
+        elif isinstance(a, Fence) and self.replica is not None:
+            self.spawn(self._blockrepl_deadline(a.until, now))
         elif isinstance(a, Dropped):
             self.metrics.bad_packets.labels(a.reason).inc()
         elif isinstance(a, PeerChanged):
@@ -236,9 +243,39 @@ class Node:
             return
         self.feed(PromoteDone(True))
 
-    async def _demote(self, reason: str) -> None:
+    async def _blockrepl_deadline(self, until: float | None, now: float) -> None:
+        """blockrepl stops acknowledging writes at the same deadline as the gate (sbd-like)."""
+        assert self.replica is not None
+        seconds = 0.001 if until is None else max(0.001, min(until, now + FAR_FUTURE) - self.clock())
         try:
-            await self.agents.demote(reason, self.stop_app)
+            await self.replica.set_deadline(seconds)
+        except Exception as exc:
+            log.warning("blockrepl deadline not set", extra=kv(error=str(exc)[:200]))
+
+    async def _watch_resources(self) -> None:
+        """Standby: block promotion while the local replica is not UpToDate. Active: monitor."""
+        while True:
+            await asyncio.sleep(self.timings.keepalive)
+            role = self.state.role
+            if role is m.Role.STANDBY and self.replica is not None:
+                try:
+                    disk = (await self.replica.status()).get("disk", "")
+                    blocked = "" if disk == "UpToDate" else f"local replica is {disk or 'unknown'}"
+                except Exception as exc:
+                    blocked = f"blockrepl unreachable: {exc}"
+                if blocked != self.state.blocked:
+                    self.feed(SetBlocked(blocked))
+            elif role is m.Role.ACTIVE:
+                try:
+                    await self.agents.check()
+                except Exception as exc:
+                    if self.state.role is m.Role.ACTIVE:
+                        log.error("monitor failed", extra=kv(error=str(exc)))
+                        self.feed(ResourceFailed(str(exc)))
+
+    async def _demote(self, reason: str, fenced: bool) -> None:
+        try:
+            await self.agents.demote(reason, self.stop_app, fenced)
         except Exception as exc:  # still standby: the fence already stopped writes
             log.error("demotion step failed", extra=kv(error=str(exc)))
         self.feed(DemoteDone())

@@ -16,6 +16,7 @@ import os
 import secrets
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class HeartbeatNet:
     net_id: int = 0
     namespace: str = "default"
     kubeconfig: Path | None = None  # with it: Lease arbitration against that API server
+    per_member: Callable[[int, str], dict[str, Any]] | None = None  # extra config of member i
 
     def __post_init__(self) -> None:
         self.net_id = 1 + (os.getpid() + 17 * next(_IDS)) % 250  # names and subnets unique per net
@@ -118,15 +120,18 @@ class HeartbeatNet:
             cfg = {"cluster": self.prefix, "namespace": self.namespace, "members": names,
                    "peerDomain": "invalid", "leaseName": self.prefix, "addresses": addrs,
                    "timing": self.timing, "secretFile": str(secret), "runDir": str(run_dir),
-                   "metricsPort": METRICS_PORT, **self.extra}
+                   "metricsPort": METRICS_PORT, **self.extra,
+                   **(self.per_member(i, name) if self.per_member else {})}
             path = self.tmp / name / "heartbeat.yaml"
             path.write_text(yaml.safe_dump(cfg))
             self.members[name] = Member(name, ns, addrs[name], veth, run_dir, path, secret)
 
     def start(self, name: str, *extra_args: str, env: dict[str, str] | None = None) -> Member:
         mem = self.members[name]
-        argv = ["ip", "netns", "exec", mem.netns, str(VENV / "hastack"), "heartbeat", "--config",
-                str(mem.config), "--member", name, *extra_args]
+        # nsenter --net: the member's network namespace but the host's mount namespace, as a pod's
+        # Bidirectional hostPath mount is (ip netns exec would hide its mounts in a private one).
+        argv = ["nsenter", f"--net=/var/run/netns/{mem.netns}", str(VENV / "hastack"), "heartbeat",
+                "--config", str(mem.config), "--member", name, *extra_args]
         if self.kubeconfig is not None and "--no-lease" not in extra_args:
             argv += ["--kubeconfig", str(self.kubeconfig)]
         mem.child = self.sup.start(f"{name}-{len(self.sup.children)}", argv,
