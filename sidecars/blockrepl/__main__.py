@@ -8,6 +8,7 @@ Admin commands (all take ``--socket``, default /run/hastack/blockrepl.sock)::
     connect [--peer N] [--discard-my-data]
     disconnect [--peer N]
     outdate | invalidate | verify [--peer N]
+    resize [--size BYTES]    grow the volume (on the Primary: every connected replica grows)
     deadline SECONDS         heartbeat's self-fencing deadline (0 disarms)
     events                   stream events as JSON lines
 """
@@ -37,6 +38,7 @@ COMMANDS = (
     "deadline",
     "events",
     "metrics",
+    "resize",
 )
 
 
@@ -109,6 +111,8 @@ def admin(ns: argparse.Namespace) -> int:
         args["discard_my_data"] = True
     if ns.cmd == "deadline":
         args["seconds"] = ns.seconds
+    if ns.cmd == "resize" and ns.size is not None:
+        args["size"] = ns.size
     if ns.cmd == "events":
         from hastack_common.ctl import main as ctl_main
 
@@ -139,6 +143,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--peer", type=int)
     p.add_argument("--discard-my-data", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--size", type=int, help="for resize: bytes (default: what every disk can hold)")
     ns = p.parse_args(argv)
     if ns.cmd is None:
         if not ns.config:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+from hastack_blockrepl.disk import AttachError
 from hastack_blockrepl.engine import PRIMARY, SECONDARY, Engine
 from hastack_blockrepl.meta import DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.nbd import NbdServer
@@ -33,6 +35,7 @@ class Control:
             "verify": self.verify,
             "invalidate": self.invalidate,
             "metrics": self.metrics,
+            "resize": self.resize,
         }
 
     def _links(self, args: dict[str, Any]) -> list[PeerLink]:
@@ -182,3 +185,34 @@ class Control:
         if not started:
             raise CommandError("no connected peer to verify against")
         return {"verifying": started}
+
+    async def resize(self, args: dict[str, Any]) -> Any:
+        """Grow the volume. On the Primary every connected peer grows first; a disconnected
+        Secondary may be grown alone (it reconnects once its size matches)."""
+        e = self.e
+        size = args.get("size")
+        want = int(size) if size is not None else None
+        peers = [lk for lk in self.repl.links.values() if lk.proto is not None]
+        if e.role != PRIMARY and any(lk.peer_role == PRIMARY for lk in peers):
+            raise CommandError("refusing to resize a Secondary connected to its Primary: run resize on the Primary")
+        for lk in peers:
+            if lk.repl not in ("Established",):
+                raise CommandError(f"refusing to resize while node {lk.node_id} is {lk.repl}: wait for it")
+        if want is None:  # the largest size every replica can hold: ask the local disk first
+            want = await asyncio.to_thread(room_for, e)
+        for lk in peers:
+            got = await lk.request_resize(want, 120.0)
+            if not got.get("ok"):
+                raise CommandError(f"node {lk.node_id} cannot grow to {want} bytes: {got.get('error')}")
+        try:
+            size_now = await e.grow(want)
+        except (OSError, AttachError) as exc:
+            raise CommandError(f"cannot grow to {want} bytes: {exc}") from exc
+        return {"size": size_now}
+
+
+def room_for(e: Engine) -> int:
+    from hastack_blockrepl.disk import device_size, internal_layout
+
+    total = device_size(e.backing.fd)
+    return internal_layout(total)[1] if e.backing.md_fd == e.backing.fd else total // 4096 * 4096

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hastack_blockrepl import iozero
+from hastack_blockrepl import disk, iozero
 from hastack_blockrepl.actlog import ActivityLog
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.disk import Backing
@@ -466,6 +466,17 @@ class Engine:
             iozero.pwrite_all(self.fd, data, offset)
         else:
             iozero.zero_range(self.fd, offset, length, punch=punch)
+
+    async def grow(self, new_size: int | None) -> int:
+        """Grow into a larger backing device (metadata moves, the new area is zeroed)."""
+        async with self._md_lock:
+            size = await asyncio.to_thread(disk.grow, self.backing, self.sb, new_size)
+        if size != self.size:
+            self.size = size
+            for pid, bm in list(self.bitmaps.items()):
+                self.bitmaps[pid] = bm.resize(size // 4096)
+            self.events.publish("resized", size=size)
+        return size
 
     def adopt_generation(self, current: int, history: list[int]) -> None:
         """Take a sync source's (or the Primary's) identifiers: this disk now holds that generation."""

@@ -15,7 +15,7 @@ import random
 import struct
 from typing import TYPE_CHECKING, Any
 
-from hastack_blockrepl import resync
+from hastack_blockrepl import disk, resync
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.engine import PRIMARY
@@ -55,6 +55,7 @@ class PeerLink:
         self.rs_window = asyncio.Semaphore(WINDOW)
         self.rs_outstanding = 0
         self.verify: dict[str, Any] = {}
+        self.resize_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
     # ---- the Link interface used by the engine ----------------------------------------------
     @property
@@ -388,6 +389,12 @@ class PeerLink:
                 e.remote_read_done(self.node_id, f.id, None)
             else:
                 e.peer_nack(self.node_id, f.id, flush=bytes(f.payload) == b"flush")
+        elif t == W.RESIZE:
+            e.spawn(self._on_resize(f.id, int(f.json()["size"])))
+        elif t == W.RESIZED:
+            fut = self.resize_waiters.pop(f.id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(f.json())
         elif t == W.RD_REQ:
             self._on_read_request(f)
         elif t == W.RD_DATA:
@@ -446,6 +453,32 @@ class PeerLink:
             return
         if send and proto is self.proto and proto is not None:
             proto.send(proto.enc.encode(ack, id=fid))
+
+    async def _on_resize(self, rid: int, size: int) -> None:
+        proto = self.proto
+        try:
+            await self.engine.grow(size)
+            reply: dict[str, Any] = {"ok": True}
+        except (OSError, disk.AttachError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        if proto is self.proto and proto is not None:
+            proto.send(proto.enc.json(W.RESIZED, reply, id=rid))
+
+    async def request_resize(self, size: int, timeout: float) -> dict[str, Any]:
+        """Ask the peer to grow to ``size`` (the Primary coordinates a resize)."""
+        if self.proto is None:
+            return {"ok": False, "error": "not connected"}
+        rid = self.engine.next_id
+        self.engine.next_id += 1
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.resize_waiters[rid] = fut
+        self.proto.send(self.proto.enc.json(W.RESIZE, {"size": size}, id=rid))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return {"ok": False, "error": f"no answer within {timeout}s"}
+        finally:
+            self.resize_waiters.pop(rid, None)
 
     def _on_read_request(self, f: W.Frame) -> None:
         """A Diskless Primary reads through this replica."""

@@ -35,6 +35,7 @@ RD_REQ, RD_DATA = 18, 19
 RS_REQ, RS_DATA, RS_SAME, RS_ACK, RS_DONE = 20, 21, 22, 23, 24
 OV_REQ, OV_RES = 30, 31
 PING, PONG, UPDATE, OUTDATE = 40, 41, 50, 51
+RESIZE, RESIZED = 52, 53
 NAMES = {v: k for k, v in list(globals().items()) if k.isupper() and isinstance(v, int) and 1 <= v <= 60}
 
 F_FUA, F_LAST = 1, 2
