@@ -61,7 +61,7 @@ bench: venv
 	@for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 demo: venv
-	$(PY) -m harness.demo
+	PYTHONPATH=tests $(PY) -m harness.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
