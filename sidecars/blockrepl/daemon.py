@@ -7,9 +7,10 @@ import contextlib
 import logging
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
-from hastack_blockrepl import verify
+from hastack_blockrepl import cron, verify
 from hastack_blockrepl.control import Control
 from hastack_blockrepl.disk import attach
 from hastack_blockrepl.engine import PRIMARY, Engine
@@ -53,6 +54,11 @@ class Daemon:
     async def run(self) -> int:
         cfg = self.cfg
         secret = await asyncio.to_thread(_read_secret, cfg.net.secret_file) if cfg.peers else b""
+        if cfg.sync.verify_schedule:
+            try:
+                cron.parse(cfg.sync.verify_schedule)
+            except cron.CronError as exc:
+                raise ValueError(f"sync.verifySchedule: {exc}") from None
         if cfg.peers and len(secret) < 16:
             raise ValueError(f"net.secretFile {cfg.net.secret_file} holds {len(secret)} bytes; use at least 16")
         backing, sb, created = await asyncio.to_thread(attach, cfg.disk.path, cfg.disk.metadata, cfg.node_id, cfg.size)
@@ -73,6 +79,7 @@ class Daemon:
         http = self._start_metrics(metrics)
         if self.path:
             engine.spawn(self._watch_config(self.path, engine, repl))
+        engine.spawn(self._verify_on_schedule(engine, repl))
         metrics.update(engine)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -143,6 +150,28 @@ class Daemon:
             log.info("config reloaded", extra=kv(applied=",".join(plan.applied) or "-",
                                                   restart_needed=",".join(plan.deferred) or "-"))  # fmt: skip
             engine.events.publish("config-reloaded", applied=plan.applied, restart_needed=plan.deferred)
+
+    async def _verify_on_schedule(self, engine: Engine, repl: Replication) -> None:
+        """``sync.verifySchedule`` (cron, UTC): the Primary verifies against every connected peer."""
+        while True:
+            expr = self.cfg.sync.verify_schedule
+            if not expr:
+                await asyncio.sleep(30)
+                continue
+            try:
+                sched = cron.parse(expr)
+            except cron.CronError as exc:
+                log.error("sync.verifySchedule ignored", extra=kv(error=str(exc)))
+                await asyncio.sleep(60)
+                continue
+            now = datetime.now(UTC)
+            due = sched.next_after(now)
+            await asyncio.sleep(min((due - now).total_seconds(), 60))  # re-read the schedule every minute
+            if datetime.now(UTC) >= due and engine.role == PRIMARY:
+                for link in repl.links.values():
+                    if link.replicating:
+                        verify.start_verify(engine, link)
+                engine.events.publish("verify-scheduled", schedule=expr)
 
     def _start_metrics(self, metrics: Metrics):  # type: ignore[no-untyped-def]
         listen = self.cfg.metrics.listen
