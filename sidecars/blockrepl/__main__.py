@@ -7,7 +7,7 @@ Admin commands (all take ``--socket``, default /run/hastack/blockrepl.sock)::
     secondary [--force]      demote (refused while NBD clients are connected, unless --force)
     connect [--peer N] [--discard-my-data]
     disconnect [--peer N]
-    outdate | invalidate | verify [--peer N]
+    outdate | invalidate | verify [--peer N] | attach | detach
     resize [--size BYTES]    grow the volume (on the Primary: every connected replica grows)
     deadline SECONDS         heartbeat's self-fencing deadline (0 disarms)
     events                   stream events as JSON lines
@@ -39,6 +39,8 @@ COMMANDS = (
     "events",
     "metrics",
     "resize",
+    "attach",
+    "detach",
 )
 
 
@@ -124,7 +126,8 @@ def admin(ns: argparse.Namespace) -> int:
         return 1
     if ns.cmd == "metrics":
         print(result, end="")
-    elif ns.cmd in ("status", "primary", "secondary", "connect", "disconnect", "invalidate") and not ns.json:
+    elif ns.cmd in ("status", "primary", "secondary", "connect", "disconnect", "invalidate", "attach",
+                    "detach") and not ns.json:  # fmt: skip
         print(format_status(result))
     else:
         print(json.dumps(result, indent=2))

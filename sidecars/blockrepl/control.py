@@ -36,6 +36,8 @@ class Control:
             "invalidate": self.invalidate,
             "metrics": self.metrics,
             "resize": self.resize,
+            "detach": self.detach,
+            "attach": self.attach,
         }
 
     def _links(self, args: dict[str, Any]) -> list[PeerLink]:
@@ -209,6 +211,37 @@ class Control:
         except (OSError, AttachError) as exc:
             raise CommandError(f"cannot grow to {want} bytes: {exc}") from exc
         return {"size": size_now}
+
+    async def detach(self, args: dict[str, Any]) -> Any:
+        """Stop using the local disk (Diskless); a Primary keeps serving through UpToDate peers."""
+        e = self.e
+        if e.diskless():
+            return e.status()
+        if e.role == PRIMARY and not e.uptodate_peers():
+            raise CommandError("refusing to detach the Primary's disk: no UpToDate peer would hold the data")
+        e.sb.disk_state = DISKLESS
+        e.events.publish("disk", disk=DISKLESS, reason="detached by the administrator")
+        e.m.update(e)
+        for link in self.repl.links.values():
+            link.send_update()
+        await e.persist()
+        return e.status()
+
+    async def attach(self, args: dict[str, Any]) -> Any:
+        """Use the local disk again: it rejoins Inconsistent and gets a full (checksum) resync."""
+        e = self.e
+        if not e.diskless():
+            return e.status()
+        if e.role == PRIMARY:
+            raise CommandError("refusing to attach under a Primary: demote it first (it would have to resync)")
+        e.sb.disk_state, e.sb.current = INCONSISTENT, DAY0
+        await e.persist()
+        for link in self.repl.links.values():
+            if link.proto is not None:
+                link.proto.abort("disk attached: reconnecting to resync")
+        e.m.update(e)
+        e.events.publish("disk", disk=INCONSISTENT, reason="attached")
+        return e.status()
 
 
 def room_for(e: Engine) -> int:

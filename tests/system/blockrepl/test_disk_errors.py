@@ -49,3 +49,23 @@ def test_primary_disk_errors_detach_and_serve_through_the_peer(tmp_path: Path) -
         trigger.unlink(missing_ok=True)
         asyncio.run(unexpose(str(work)))
         nbdkit.stop()
+
+
+def test_admin_detach_and_attach_of_a_secondary(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, 2, size=SIZE)
+    try:
+        c.start()
+        c.wait_connected()
+        c[0].call("primary")
+        c[1].call("detach")
+        wait_for(lambda: c[0].peer(1)["peer_disk"] == "Diskless", 20, "node 0 to see node 1 Diskless")
+        res = subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x44 0 2M", c[0].nbd_uri],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert res.returncode == 0
+        assert c[0].peer(1)["out_of_sync_bytes"] == 2 << 20  # not replicated to a Diskless peer
+        c[1].call("attach")
+        c.wait_connected(60)
+        assert c[1].status()["disk"] == "UpToDate"
+        assert c[0].data_hash(SIZE) == c[1].data_hash(SIZE)
+    finally:
+        c.stop()
