@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from hastack_operator.handlers import clusters, monitors, startup, volumes
+from hastack_operator.handlers import clusters, indexes, monitors, startup, volumes
 
-__all__ = ["clusters", "monitors", "startup", "volumes"]
+__all__ = ["clusters", "indexes", "monitors", "startup", "volumes"]

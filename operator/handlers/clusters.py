@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from hastack_common import consts
+from hastack_operator.handlers import indexes
 from hastack_operator.handlers.common import run
 from hastack_operator.reconcile import deletion, hacluster, status_only
 
@@ -17,9 +18,13 @@ G, V, P = consts.GROUP, consts.VERSION, consts.HACLUSTERS
 @kopf.on.create(G, V, P, id="reconcile")
 @kopf.on.update(G, V, P, field="spec", id="reconcile")
 @kopf.timer(G, V, P, interval=300, initial_delay=300, id="resync")
-def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+              monitors_by_cluster: kopf.Index[Any, Any] | None = None,
+              **_: Any) -> None:
+    monitors = indexes.monitors_of(monitors_by_cluster, body.metadata.namespace or "", body.metadata.name or "")
+
     def step() -> dict[str, Any]:
-        outcome = hacluster.reconcile(memo.kube, dict(body), memo.image)
+        outcome = hacluster.reconcile(memo.kube, dict(body), memo.image, monitors=monitors)
         if outcome.retry_after:
             patch.status.update(outcome.status)
             raise kopf.TemporaryError(outcome.status["conditions"][0]["message"], delay=outcome.retry_after)

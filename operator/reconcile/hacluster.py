@@ -36,8 +36,11 @@ class Outcome:
 
 
 def monitors_for(kube: Kube, cluster: HACluster) -> list[dict[str, Any]]:
-    items = kube.list(consts.API_VERSION, "ServiceMonitor", cluster.namespace)
-    chosen = [m for m in items if ((m.get("spec") or {}).get("target") or {}).get("haCluster") == cluster.name
+    return select_monitors(kube.list(consts.API_VERSION, "ServiceMonitor", cluster.namespace), cluster.name)
+
+
+def select_monitors(items: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]]:
+    chosen = [m for m in items if ((m.get("spec") or {}).get("target") or {}).get("haCluster") == cluster
               and not m["metadata"].get("deletionTimestamp")]
     return sorted(chosen, key=lambda m: m["metadata"]["name"])
 
@@ -58,8 +61,15 @@ def ensure_secret(kube: Kube, cluster: HACluster) -> None:
         log.info("created auth secret", extra=kv(cluster=cluster.name, secret=name))
 
 
+# What each cluster's last prune kept, in this process: when the desired set has not changed
+# since, there is nothing new to prune (the first reconcile after a start always prunes).
+_pruned_against: dict[str, frozenset[tuple[str, str, str]]] = {}
+
+
 def prune(kube: Kube, cluster: HACluster, wanted: list[dict[str, Any]]) -> int:
-    keep = {key(o) for o in wanted}
+    keep = frozenset(key(o) for o in wanted)
+    if _pruned_against.get(cluster.uid) == keep:
+        return 0
     selector = f"{consts.LABEL_CLUSTER}={cluster.name}"
     pruned = 0
     for api_version, kind in PRUNABLE:
@@ -70,10 +80,13 @@ def prune(kube: Kube, cluster: HACluster, wanted: list[dict[str, Any]]) -> int:
                 kube.delete(api_version, kind, cluster.namespace, meta["name"], uid=meta.get("uid"))
                 pruned += 1
                 log.info("pruned", extra=kv(cluster=cluster.name, kind=kind, name=meta["name"]))
+    _pruned_against[cluster.uid] = keep
     return pruned
 
 
-def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | None = None) -> Outcome:
+def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | None = None,
+              monitors: list[dict[str, Any]] | None = None) -> Outcome:
+    """``monitors``: the ServiceMonitors targeting this cluster, when the caller has them indexed."""
     now = now or dt.datetime.now(dt.UTC)
     cluster = HACluster.from_body(body)
     old = dict(body.get("status") or {})
@@ -89,7 +102,7 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
         conds.error("Accepted", "WaitingForVolume" if waiting else "InvalidSpec", str(exc))
         return Outcome({"phase": "Pending", "observedGeneration": cluster.generation,
                         "conditions": conds.to_list()}, retry_after=10.0 if waiting else 60.0)
-    wanted = desired(cluster, volume, monitors_for(kube, cluster), image)
+    wanted = desired(cluster, volume, monitors_for(kube, cluster) if monitors is None else monitors, image)
     sts = next(o for o in wanted if o["kind"] == "StatefulSet")
     growth.keep_claim_templates(sts, kube.get("apps/v1", "StatefulSet", cluster.namespace, sts["metadata"]["name"]))
     ensure_secret(kube, cluster)
@@ -110,8 +123,10 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
     return Outcome(status, applied=len(wanted), pruned=pruned)
 
 
-def refresh_config(kube: Kube, body: dict[str, Any], image: str) -> None:
+def refresh_config(kube: Kube, body: dict[str, Any], image: str,
+                   monitors: list[dict[str, Any]] | None = None) -> None:
     """Re-render only the members' ConfigMap (a ServiceMonitor changed): sidecars reload it."""
     cluster = HACluster.from_body(body)
     volume = volume_for(kube, cluster)
-    kube.apply(owned(config_map(cluster, volume, monitors_for(kube, cluster)), cluster))
+    chosen = monitors_for(kube, cluster) if monitors is None else monitors
+    kube.apply(owned(config_map(cluster, volume, chosen), cluster))

@@ -15,7 +15,9 @@ from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.validation import spec_problems
 
 
-def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | None = None) -> dict[str, Any]:
+def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | None = None,
+              monitors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``monitors``: every ServiceMonitor of the target cluster, when the caller has them indexed."""
     now = now or dt.datetime.now(dt.UTC)
     meta = body["metadata"]
     generation = int(meta.get("generation") or 0)
@@ -33,7 +35,7 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
             conds.success("Accepted", "SpecAccepted", "the spec is valid")
             conds.error("Ready", "ClusterNotFound", f"HACluster {cluster_name} does not exist")
             return {"observedGeneration": generation, "conditions": conds.to_list()}
-        hacluster.refresh_config(kube, cluster, image)
+        hacluster.refresh_config(kube, cluster, image, monitors)
         conds.success("Accepted", "SpecAccepted", f"probed by the members of HACluster {cluster_name}")
         prune(kube, body, set())
         return with_probe_status(kube, body, conds, now)
