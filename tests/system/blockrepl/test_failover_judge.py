@@ -19,7 +19,7 @@ from harness import blockrepl_fio as fio
 from harness.blockrepl_cluster import Cluster, cluster, wait_for
 
 SIZE = 64 << 20
-PER_JOB = 8 << 20
+PER_JOB = 16 << 20  # 16 K writes per pass: still writing when the kill comes, even on an idle machine
 STALL_PER_JOB = 32 << 20  # long enough that fio is still writing when the buffers fill
 
 
