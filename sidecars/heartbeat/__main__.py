@@ -88,6 +88,8 @@ async def run(ns: argparse.Namespace) -> int:
         recorder = k8s.EventRecorder(api, cfg.namespace, cfg.cluster)
         node.role_listeners.append(lambda a, now: _on_role(node, recorder, a, now))
         node.spawn(publisher.run())
+        node.spawn(k8s.SwitchoverWatcher(api, cfg.namespace, cfg.cluster, recorder,
+                                         period=timings.renew_period).run(node))
     loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(_terminate(node)))
     loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(_terminate(node)))
     await node.run()

@@ -14,7 +14,16 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from hastack_common.consts import ANNOTATION_MEMBER_STATUS, API_VERSION, LABEL_ROLE, ROLE_ACTIVE
+from hastack_common.consts import (
+    ANNOTATION_MEMBER_STATUS,
+    ANNOTATION_SWITCHOVER,
+    API_VERSION,
+    GROUP,
+    HACLUSTERS,
+    LABEL_ROLE,
+    ROLE_ACTIVE,
+    VERSION,
+)
 from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
@@ -153,3 +162,81 @@ class EventRecorder:
                                     _request_timeout=5.0)
         except Exception as exc:
             log.warning("event not recorded", extra=kv(reason=reason, error=str(exc)[:200]))
+
+
+class SwitchoverWatcher:
+    """``kubectl annotate hac NAME hastack.io/switchover=<member>``, acted on by the active member.
+
+    The active polls its HACluster every ``period`` (only while active). A valid target makes it
+    hand over (demote, release the Lease naming the target); once it is standby again the
+    annotation is cleared and the outcome recorded in an Event. A target that is not a member,
+    is the active itself, or is not alive and eligible is refused the same way.
+    """
+
+    def __init__(self, api: Any, namespace: str, cluster: str, recorder: EventRecorder,
+                 period: float = 1.0) -> None:
+        from kubernetes import client
+
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace, self.cluster, self.recorder, self.period = namespace, cluster, recorder, period
+
+    def _read(self) -> str:
+        obj: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, HACLUSTERS,
+                                                            self.cluster, _request_timeout=5.0)
+        return str(((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SWITCHOVER, ""))
+
+    def _clear(self) -> None:
+        body = {"metadata": {"annotations": {ANNOTATION_SWITCHOVER: None}}}
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, HACLUSTERS, self.cluster,
+                                                   body, _request_timeout=5.0, _content_type=MERGE)
+
+    async def run(self, node: Any) -> None:
+        from hastack_heartbeat import membership as m
+        from hastack_heartbeat.events import Switchover
+
+        while True:
+            await asyncio.sleep(self.period)
+            if node.state.role is not m.Role.ACTIVE:
+                continue
+            try:
+                target = await asyncio.to_thread(self._read)
+            except Exception as exc:
+                log.debug("HACluster not read", extra=kv(error=str(exc)[:200]))
+                continue
+            if not target:
+                continue
+            st = node.state
+            peer = st.peers.get(target)
+            refusal = ("it is already active" if target == node.me
+                       else "it is not a member" if peer is None
+                       else "it is not alive and eligible"
+                       if peer.state is not m.PeerState.ALIVE or not peer.eligible else "")
+            if refusal:
+                await self._finish(node, "Warning", "SwitchoverRefused", f"switchover to {target} refused: {refusal}")
+                continue
+            standby = asyncio.Event()
+
+            def on_role(a: Any, now: float, standby: asyncio.Event = standby) -> None:
+                if a.new == "standby":
+                    standby.set()
+
+            node.role_listeners.append(on_role)
+            t0 = node.clock()
+            try:
+                node.feed(Switchover(target, "hastack.io/switchover annotation"))
+                await asyncio.wait_for(standby.wait(), 60)
+            except TimeoutError:
+                pass
+            finally:
+                node.role_listeners.remove(on_role)
+            outcome = "done" if standby.is_set() else "timed out"
+            await self._finish(node, "Normal", "Switchover",
+                               f"switchover from {node.me} to {target} {outcome} in {node.clock() - t0:.2f}s")
+
+    async def _finish(self, node: Any, kind: str, reason: str, message: str) -> None:
+        log.info("switchover", extra=kv(outcome=reason, detail=message))
+        try:
+            await asyncio.to_thread(self._clear)
+        except Exception as exc:
+            log.warning("switchover annotation not cleared", extra=kv(error=str(exc)[:200]))
+        await self.recorder.emit(node.clock(), kind, reason, message)

@@ -19,7 +19,7 @@ from typing import Any
 from harness.controlplane import ControlPlane
 from harness.heartbeat_net import HeartbeatNet
 from harness.procs import run
-from hastack_common.consts import LABEL_CLUSTER, LABEL_ROLE
+from hastack_common.consts import API_VERSION, GROUP, HACLUSTERS, LABEL_CLUSTER, LABEL_ROLE, VERSION
 
 
 class ApiAddress:
@@ -55,6 +55,12 @@ def setup_cluster(cp: ControlPlane, net: HeartbeatNet) -> None:
         coord: Any = client.CoordinationV1Api(api)
         coord.create_namespaced_lease(
             net.namespace, {"metadata": {"name": net.prefix}, "spec": {}})
+        custom: Any = client.CustomObjectsApi(api)
+        custom.create_namespaced_custom_object(GROUP, VERSION, net.namespace, HACLUSTERS, {
+            "apiVersion": API_VERSION, "kind": "HACluster", "metadata": {"name": net.prefix},
+            "spec": {"replicas": len(net.members), "template": {"spec": {"containers": [
+                {"name": "app", "image": "example.invalid/app:1", "command": ["/app"]}]}}},
+        })
 
 
 @dataclass

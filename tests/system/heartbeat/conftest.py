@@ -45,6 +45,9 @@ def hb_api() -> Iterator[tuple[ApiAddress, ControlPlane]]:
     cp = ControlPlane(nodes=3, controllers=False, bind_address=addr.ip)
     try:
         cp.start()
+        crd = Path(__file__).resolve().parents[3] / "crds" / "hastack.io_haclusters.yaml"
+        cp.kubectl("apply", "-f", str(crd))
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/haclusters.hastack.io")
         yield addr, cp
     finally:
         cp.stop()

@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.heartbeat_cluster import Observer, cluster_view
 from harness.heartbeat_gate import build_gate
@@ -77,7 +78,7 @@ def test_partition_from_peers_but_not_api_keeps_one_active(hbcluster: Callable[.
     with Observer(net) as obs:
         old = start_all(net)
         net.isolate_from_peers(old)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
             assert actives(net) == [old]
             time.sleep(0.25)
@@ -93,7 +94,7 @@ def test_partition_from_api_only_is_no_failover(hbcluster: Callable[..., Heartbe
     with Observer(net) as obs:
         old = start_all(net)
         net.drop(old, [f"ip daddr {addr.ip}"])  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 10  # > leaseDuration + renewDeadline
+        deadline = time.monotonic() + 8  # > leaseDuration + renewDeadline
         while time.monotonic() < deadline:
             assert actives(net) == [old], "peer acknowledgements must keep the active in place"
             time.sleep(0.25)
@@ -200,3 +201,26 @@ def test_sigkill_of_heartbeat_stops_the_app_at_the_fence_deadline(
     new = wait_for(lambda: [a for a in actives(net) if a != old], FAILOVER_BOUND + 5, "takeover")[0]
     wait_for((tmp_path / f"{new}.running").exists, 10, "the new active's app started")
     assert not (tmp_path / f"{old}.running").exists()
+
+
+def test_switchover_by_annotation_is_cleared_and_recorded(hbcluster: Callable[..., HeartbeatNet],
+                                                          hb_api: tuple[object, Any]) -> None:
+    _, cp = hb_api
+    net = hbcluster(n=2, prefix="annot")
+    with Observer(net) as obs:
+        old = start_all(net)
+        target = next(n for n in net.members if n != old)
+        wait_for(lambda: net.members[old].status()["peers"][target]["state"] == "alive", 10, "target alive")
+        cp.kubectl("-n", net.namespace, "annotate", "hac", "annot", f"hastack.io/switchover={target}")
+        wait_for(lambda: actives(net) == [target], 15, "target active")
+
+    def cleared() -> bool:
+        out = cp.kubectl("-n", net.namespace, "get", "hac", "annot", "-o",
+                         "jsonpath={.metadata.annotations}").stdout
+        return "hastack.io/switchover" not in out
+
+    wait_for(cleared, 10, "the annotation cleared")
+    events = cp.kubectl("-n", net.namespace, "get", "events", "-o",
+                        "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}").stdout
+    assert f"Switchover switchover from {old} to {target} done" in events
+    assert not obs.overlaps
