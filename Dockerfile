@@ -9,7 +9,12 @@ FROM debian:${DEBIAN}-slim AS os
 COPY image/packages.txt /tmp/packages.txt
 RUN apt-get update \
  && grep -v '^\s*#' /tmp/packages.txt | grep -v '^\s*$' | xargs apt-get install -y --no-install-recommends \
- && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man /usr/share/locale /tmp/packages.txt
+ && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man /usr/share/locale /tmp/packages.txt \
+ && useradd --uid 65532 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin hastack
+
+FROM golang:1.26-bookworm AS gate
+COPY sidecars/gate /src/gate
+RUN cd /src/gate && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o /out/hastack-gate .
 
 FROM os AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3-pip && rm -rf /var/lib/apt/lists/*
@@ -24,6 +29,10 @@ RUN pip3 install --break-system-packages --no-cache-dir --target /opt/hastack/li
 FROM os AS sidecar
 COPY --from=build /opt/hastack/lib /opt/hastack/lib
 COPY --from=build /opt/hastack/app /opt/hastack/app
+COPY --from=gate /out/hastack-gate /usr/local/bin/hastack-gate
+# `hastack <component>`, the command the operator's pod builders run.
+RUN printf '#!/bin/sh\nexec /usr/bin/python3 -m hastack_common.cli "$@"\n' > /usr/local/bin/hastack \
+ && chmod 755 /usr/local/bin/hastack
 ENV PYTHONPATH=/opt/hastack/app:/opt/hastack/lib PYTHONDONTWRITEBYTECODE=1
 ENTRYPOINT ["/usr/bin/catatonit", "--", "/usr/bin/python3", "-m", "hastack_common.cli"]
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import binaries
+from harness.heartbeat_gate import build_gate
 from harness.ociarchive import ImageConfig, write_archive, write_layer
 
 log = logging.getLogger("harness.image")
@@ -31,10 +32,18 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES_FILE = REPO / "image" / "packages.txt"
 DOCKERFILE = REPO / "Dockerfile"
 SUITE = "bookworm"
-RECIPE = "1"  # bump when the rootfs recipe below changes
+RECIPE = "2"  # bump when the rootfs recipe below changes
 REPO_NAME = "hastack.local/hastack"
 ENTRYPOINT = ["/usr/bin/catatonit", "--", "/usr/bin/python3", "-m", "hastack_common.cli"]
 PYTHONPATH = "/opt/hastack/app:/opt/hastack/lib"
+# The non-root user the operator runs as (the chart's runAsUser). It must exist in the image:
+# kopf asks getpass.getuser() for its identity, which fails for a uid without a passwd entry.
+NONROOT_UID = 65532
+NONROOT_USER = "hastack"
+# Executables the operator's pod builders name: the `hastack` command and the static start gate.
+HASTACK_COMMAND = "/usr/local/bin/hastack"
+GATE_PATH = "/usr/local/bin/hastack-gate"
+HASTACK_WRAPPER = '#!/bin/sh\nexec /usr/bin/python3 -m hastack_common.cli "$@"\n'
 PROJECT_SOURCES = ("pyproject.toml", "operator", "sidecars")
 STRIP = (
     "usr/share/doc",
@@ -100,6 +109,8 @@ def _cached_layer(name: str, key: str, build: object) -> tuple[Path, str]:
     digest_file = layer.with_suffix(".sha256")
     if layer.exists() and digest_file.exists():
         log.info("cache hit: %s", layer)
+        layer.touch()  # most recently used: kept by _prune
+        digest_file.touch()
         return layer, digest_file.read_text().strip()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"hastack-{name}-", dir=_cache()) as tmp:
@@ -127,6 +138,10 @@ def _build_rootfs(root: Path) -> None:
     for rel in STRIP:
         shutil.rmtree(root / rel, ignore_errors=True)
         (root / rel).mkdir(parents=True, exist_ok=True)
+    with open(root / "etc/passwd", "a") as f:
+        f.write(f"{NONROOT_USER}:x:{NONROOT_UID}:{NONROOT_UID}:hastack:/nonexistent:/usr/sbin/nologin\n")
+    with open(root / "etc/group", "a") as f:
+        f.write(f"{NONROOT_USER}:x:{NONROOT_UID}:\n")
 
 
 def _pip(*args: str) -> None:
@@ -174,18 +189,38 @@ def _build_project(root: Path) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dest)
         _pip("--no-deps", "--no-build-isolation", "--target", str(root / "opt/hastack/app"), tmp)
+    shutil.rmtree(root / "opt/hastack/app/bin", ignore_errors=True)  # console scripts name the build's python
+    bin_dir = root / HASTACK_COMMAND.lstrip("/")
+    bin_dir.parent.mkdir(parents=True, exist_ok=True)
+    bin_dir.write_text(HASTACK_WRAPPER)
+    bin_dir.chmod(0o755)
+    gate = root / GATE_PATH.lstrip("/")
+    shutil.copy2(build_gate(), gate)
+    gate.chmod(0o755)
 
 
-def build() -> Image:
-    """Build (or take from the cache) the hastack image; returns its tag and archive."""
+def build(salt: str = "") -> Image:
+    """Build (or take from the cache) the hastack image; returns its tag and archive.
+    `salt` forces a new project layer exactly as a code change would (benchmarks)."""
     t0 = time.monotonic()
     rootfs = _cached_layer("rootfs", _key(RECIPE, SUITE, mirror(), *packages()), _build_rootfs)
     pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
     deps = _cached_layer("pydeps", _key(pyver, *dependencies()), _build_deps)
-    pkey = project_key()
+    pkey = _key(project_key(), salt) if salt else project_key()
     project = _cached_layer("project", pkey, _build_project)
     tag = f"{REPO_NAME}:{_key(rootfs[1], deps[1], project[1])[:12]}"
     archive = _cache() / f"hastack-{tag.rsplit(':', 1)[1]}.tar"
     if not archive.exists():
         write_archive(archive, tag, [rootfs, deps, project], image_config())
+    _prune("hastack-*.tar", keep=3)
+    _prune("project-*.layer.*", keep=6)  # tar + sha256 per build
+    _prune("rootfs-*.layer.*", keep=2)
+    _prune("pydeps-*.layer.*", keep=4)
     return Image(tag, archive, time.monotonic() - t0)
+
+
+def _prune(pattern: str, keep: int) -> None:
+    """Keep the cache from growing with every code change: the newest `keep` files stay."""
+    files = sorted(_cache().glob(pattern), key=lambda f: f.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ directory, one directory per node, the disks' backing files, and lab.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import Any
 from harness import binaries, lab_addons, lab_images, lab_net, pki
 from harness.controlplane import ControlPlane
 from harness.kubeconfig import http_get, tls_context
-from harness.lab_node import LabNode, loops_backed_under, procs_matching, unmount_all
+from harness.lab_node import LabNode, loops_backed_under, mounts_under, procs_matching, unmount_all
 from harness.lab_nodecfg import CNI_BIN_DIR, CNI_NETWORK
 from harness.procs import pid_alive, run, wait_for
 
@@ -34,6 +35,10 @@ log = logging.getLogger("harness.lab")
 
 DEFAULT_DIR = Path("/var/lib/hastack-lab")
 CNI_RESULTS = Path("/var/lib/cni/results")
+# hostPath roots a member's Bidirectional mount may live under: Bidirectional needs a shared
+# mount, and this machine's / is private (no systemd). The kubelet shares its own root dir
+# only. `up` makes each a shared bind mount of itself; `down` removes those.
+HASTACK_MOUNT_ROOT = Path("/var/lib/hastack")
 LAB_BINARIES = ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "crictl", "coredns")
 
 
@@ -67,6 +72,12 @@ class Lab:
     @property
     def kubeconfig(self) -> Path:
         return self.cp_dir / "admin.kubeconfig"
+
+    @property
+    def shared_roots(self) -> list[Path]:
+        """Where member data directories (hostPath, Bidirectional) may be: the lab's own
+        `hostpath/` and hastack's default mount root."""
+        return [self.dir / "hostpath", HASTACK_MOUNT_ROOT]
 
     @property
     def state_file(self) -> Path:
@@ -135,6 +146,8 @@ class Lab:
             )
             self.down()
         self.dir.mkdir(parents=True, exist_ok=True)
+        for root in self.shared_roots:
+            _make_shared(root)
         lab_net.setup_bridge()
         for net in self.nets:
             lab_net.setup_node(net, self.nets)
@@ -269,6 +282,8 @@ class Lab:
             if node.paths.root.exists() or node.all_pids():
                 node.cleanup()
         self._kill_control_plane()
+        for root in self.shared_roots:
+            unmount_all(root)
         unmount_all(self.dir)
         for loop in loops_backed_under(self.dir):
             subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
@@ -278,13 +293,15 @@ class Lab:
         for f in CNI_RESULTS.glob(f"{CNI_NETWORK}-*"):
             f.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+        _remove_empty_dirs(HASTACK_MOUNT_ROOT)  # members' hostPath directories; never a file
         log.info("lab down in %.1fs", time.monotonic() - t0)
 
     def leftovers(self) -> list[str]:
         """Anything of the lab still on the machine (empty after a clean down)."""
         found = lab_net.leftovers()
         found += [f"process {p}" for p in procs_matching(str(self.dir))]
-        found += [f"mount {m}" for m in _mounts_with(str(self.dir))]
+        for prefix in (self.dir, *self.shared_roots):
+            found += [f"mount {m}" for m in _mounts_with(str(prefix))]
         found += [f"loop {lp}" for lp in loops_backed_under(self.dir)]
         found += [f"cgroup {c}" for c in Path("/sys/fs/cgroup").glob(f"*/{lab_net.PREFIX}-*")]
         if self.dir.exists():
@@ -313,6 +330,22 @@ class Lab:
             lines.append(self.kubectl("get", "nodes", "-o", "wide", check=False).stdout.rstrip())
             lines.append(self.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout.rstrip())
         return "\n".join(lines)
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    """Remove `root` and the directories below it that hold no file (bottom-up); keep the rest."""
+    if not root.is_dir() or mounts_under(root):
+        return
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda w: -w[0].count("/")):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
+
+def _make_shared(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    if not mounts_under(root) or mounts_under(root)[-1] != str(root):
+        run(["mount", "--bind", str(root), str(root)])
+    run(["mount", "--make-rshared", str(root)])
 
 
 def _mounts_with(prefix: str) -> list[str]:

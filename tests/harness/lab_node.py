@@ -51,16 +51,34 @@ def unmount_all(root: Path) -> None:
                 subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
-def loops_backed_under(root: Path) -> list[str]:
-    out = subprocess.run(
-        ["losetup", "-l", "-n", "--raw", "-O", "NAME,BACK-FILE"], capture_output=True, text=True, check=False
-    ).stdout
-    found = []
+def _loop_rows() -> list[tuple[str, str, int, str]]:
+    """(device, backing file, backing inode, backing st_dev "maj:min") of every loop device."""
+    out = subprocess.run(["losetup", "-l", "-n", "--raw", "-O", "NAME,BACK-FILE,BACK-INO,BACK-MAJ:MIN"],
+                         capture_output=True, text=True, check=False).stdout  # fmt: skip
+    rows = []
     for line in out.splitlines():
-        name, _, back = line.partition(" ")
-        if back.strip().startswith(str(root)):
-            found.append(name)
-    return found
+        fields = [f.replace("\\x20", " ").strip() for f in line.split(" ")]
+        if len(fields) == 4 and fields[2].isdigit():
+            rows.append((fields[0], fields[1], int(fields[2]), fields[3]))
+    return rows
+
+
+def loops_backed_under(root: Path) -> list[str]:
+    """Loop devices whose backing file lies under `root`, preceded by the loop devices that pin
+    them (the kubelet maps a Block PV through one more loop device on the device node itself:
+    its backing is the /dev node, recognised by inode on /dev's filesystem)."""
+    rows = _loop_rows()
+    ours = [name for name, back, _, _ in rows if back.startswith(str(root))]
+    dev = os.stat("/dev")
+    dev_id = f"{os.major(dev.st_dev)}:{os.minor(dev.st_dev)}"
+    inodes = set()
+    for name in ours:
+        try:
+            inodes.add(os.stat(name).st_ino)
+        except OSError:
+            pass
+    pins = [name for name, _, ino, maj_min in rows if maj_min == dev_id and ino in inodes and name not in ours]
+    return pins + ours
 
 
 def procs_matching(needle: str) -> list[int]:
@@ -119,9 +137,7 @@ class LabNode:
         (p.root / "containerd.toml").write_text(lab_nodecfg.containerd_toml(p, sandbox_image))
         (p.cni_conf_dir / "10-hastack-lab.conflist").write_text(lab_nodecfg.cni_conflist(self.net, p))
         (p.root / "resolv.conf").write_text("search .\noptions ndots:1\n")
-        (p.root / "kubelet.yaml").write_text(
-            yaml.safe_dump(lab_nodecfg.kubelet_config(self.net, p, ca.pair.cert))
-        )
+        (p.root / "kubelet.yaml").write_text(yaml.safe_dump(lab_nodecfg.kubelet_config(self.net, p, ca.pair.cert)))
         (p.root / "kube-proxy.yaml").write_text(
             yaml.safe_dump(lab_nodecfg.kube_proxy_config(self.net, p.root / "kube-proxy.kubeconfig"))
         )
@@ -255,9 +271,7 @@ class LabNode:
                 [crictl, "-r", ep, "pods", "-q"], capture_output=True, text=True, timeout=timeout, check=False
             ).stdout.split()
             if pods:
-                subprocess.run(
-                    [crictl, "-r", ep, verb, *pods], capture_output=True, timeout=timeout, check=False
-                )
+                subprocess.run([crictl, "-r", ep, verb, *pods], capture_output=True, timeout=timeout, check=False)
 
     def cleanup(self) -> None:
         """Leave nothing of this node: processes, iptables rules, mounts, loop devices, cgroups, files."""

@@ -56,9 +56,7 @@ def headless_service(name: str, app: str) -> dict[str, Any]:
     }
 
 
-def spread_statefulset(
-    name: str, service: str, image: str, command: list[str], replicas: int = 2
-) -> dict[str, Any]:
+def spread_statefulset(name: str, service: str, image: str, command: list[str], replicas: int = 2) -> dict[str, Any]:
     """One pod per node (required anti-affinity), as hastack's members are placed."""
     labels = {"app": name}
     return {
@@ -84,9 +82,7 @@ def spread_statefulset(
                             ]
                         }
                     },
-                    "containers": [
-                        {"name": "main", "image": image, "imagePullPolicy": "Never", "command": command}
-                    ],
+                    "containers": [{"name": "main", "image": image, "imagePullPolicy": "Never", "command": command}],
                 },
             },
         },
@@ -149,3 +145,65 @@ def sleeper_pod(name: str, node: str) -> dict[str, Any]:
             ],
         },
     }
+
+
+DATA_DIR = "/var/lib/hastack/data"
+BACKING = "/dev/hastack/backing"
+
+# Is the member's device the filesystem at the data directory? Not `mountpoint -q`: inside a
+# pod the hostPath is itself a bind mount, so that test is always true. Compare device numbers.
+DEVICE_MOUNTED = '[ "$(mountpoint -d {data})" = "$(mountpoint -x {dev})" ]'
+
+# The privileged side of a member, as DESIGN "Inside a member pod" asks: format only a device
+# with no signature, mount only where the device is not mounted yet, unmount on TERM.
+# `keep_mounted` replaces the TERM handler by nothing: the container dies with its filesystem mounted.
+MEMBER_SIDECAR = """set -eu
+if ! blkid -p {dev} >/dev/null 2>&1; then mkfs.ext4 -q -L hastack {dev}; fi
+{mounted} || mount {dev} {data}
+[ -f {data}/hello ] || echo "hello from $(hostname)" > {data}/hello
+echo "mounted by $(hostname) at $(date +%s%N)" >> {data}/mounts.log
+trap {on_term} TERM
+sleep infinity & wait
+"""
+
+APP = "until [ -f /data/hello ]; do sleep 0.2; done; cat /data/hello; trap 'exit 0' TERM; sleep 3600 & wait"
+
+
+def member_pod(
+    name: str,
+    claim: str,
+    image: str,
+    host_dir: str,
+    keep_mounted: bool = False,
+    data_volume: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A member-pod-shaped pod: a privileged native sidecar with the Block PV and the data
+    directory (Bidirectional), an unprivileged app seeing it through HostToContainer."""
+    on_term = "''" if keep_mounted else f"'umount {DATA_DIR}; exit 0'"
+    mounted = DEVICE_MOUNTED.format(data=DATA_DIR, dev=BACKING)
+    script = MEMBER_SIDECAR.format(dev=BACKING, data=DATA_DIR, on_term=on_term, mounted=mounted)
+    volume = data_volume or {"hostPath": {"path": host_dir, "type": "DirectoryOrCreate"}}
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "terminationGracePeriodSeconds": 3,
+            "initContainers": [{
+                "name": "heartbeat", "image": image, "imagePullPolicy": "Never", "restartPolicy": "Always",
+                "command": ["/bin/sh", "-c", script],
+                "securityContext": {"privileged": True},
+                "volumeDevices": [{"name": "backing", "devicePath": BACKING}],
+                "volumeMounts": [{"name": "hastack-data", "mountPath": DATA_DIR,
+                                  "mountPropagation": "Bidirectional"}],
+                "startupProbe": {"exec": {"command": ["/bin/sh", "-c", mounted]},
+                                 "periodSeconds": 1, "failureThreshold": 120},
+            }],
+            "containers": [{
+                "name": "app", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", APP],
+                "volumeMounts": [{"name": "hastack-data", "mountPath": "/data",
+                                  "mountPropagation": "HostToContainer"}],
+            }],
+            "volumes": [{"name": "hastack-data", **volume},
+                        {"name": "backing", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }  # fmt: skip

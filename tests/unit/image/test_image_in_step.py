@@ -66,9 +66,11 @@ def test_layout_is_the_same() -> None:
         assert f"--target {target_dir}" in text, f"the Dockerfile installs nothing into {target_dir}"
 
 
-def test_operator_target_is_non_root() -> None:
+def test_operator_target_is_non_root_with_a_named_user() -> None:
     user = re.search(r"^USER (\S+)", _stage(_dockerfile(), "operator"), flags=re.MULTILINE)
-    assert user and not user.group(1).startswith("0")
+    assert user and user.group(1) == f"{image.NONROOT_UID}:{image.NONROOT_UID}"
+    # kopf needs a passwd entry for its uid (getpass.getuser()): both builds create the same one.
+    assert f"useradd --uid {image.NONROOT_UID}" in _stage(_dockerfile(), "os")
 
 
 @pytest.mark.parametrize(
@@ -81,3 +83,14 @@ def test_operator_target_is_non_root() -> None:
 )
 def test_parse_packages(text: str, expected: list[str]) -> None:
     assert image.parse_packages(text) == expected
+
+
+def test_both_provide_the_executables_the_pod_builders_name() -> None:
+    from hastack_operator.resources import members
+
+    sidecar = _stage(_dockerfile(), "sidecar")
+    assert members.GATE_SOURCE == image.GATE_PATH
+    assert f"/out/hastack-gate {image.GATE_PATH}" in sidecar
+    wrapper = re.search(r"printf '(.*?)' > (\S+)", sidecar)
+    assert wrapper and wrapper.group(2) == image.HASTACK_COMMAND
+    assert wrapper.group(1).replace("\\n", "\n") == image.HASTACK_WRAPPER
