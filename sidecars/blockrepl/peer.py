@@ -93,6 +93,9 @@ class PeerLink:
             self.proto.send(self.proto.enc.json(W.UPDATE, self._state()))
 
     def oos_bytes(self) -> int:
+        """Bytes out of sync with this peer (on a SyncTarget: what the resync has left to do)."""
+        if self.repl == "SyncTarget" and self.progress is not None:
+            return max(self.progress.total - self.progress.done, 0)
         return self.engine.bitmaps[self.node_id].count() * 4096
 
     def status(self) -> dict[str, Any]:
