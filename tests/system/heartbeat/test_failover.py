@@ -13,10 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness.heartbeat_cluster import Observer, cluster_view
 from harness.heartbeat_gate import build_gate
 from harness.heartbeat_net import HeartbeatNet
 from harness.procs import wait_for
+from hastack_common import ctlsock
 
 # Correctness bound (not the performance target): the Lease expires in the standby's observation
 # up to one renewPeriod after the holder's last renewal, plus a poll, plus agents and 3 s of margin
@@ -224,3 +227,23 @@ def test_switchover_by_annotation_is_cleared_and_recorded(hbcluster: Callable[..
                         "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}").stdout
     assert f"Switchover switchover from {old} to {target} done" in events
     assert not obs.overlaps
+
+
+def test_failover_request_from_mon_moves_the_group(hbcluster: Callable[..., HeartbeatNet]) -> None:
+    net = hbcluster(n=2, prefix="monreq")
+    old = start_all(net)
+    other = next(n for n in net.members if n != old)
+    wait_for(lambda: net.members[old].status()["peers"][other]["state"] == "alive", 10, "standby alive")
+    req = {"haCluster": "monreq", "reason": "alert: 3 consecutive failures (after=3)", "monitor": "ns/web",
+           "probe": "http", "detail": "HTTP 503", "requestedAt": "2026-11-24T22:00:00Z"}
+    with pytest.raises(ctlsock.ControlError, match="serves HACluster monreq, not another"):
+        net.members[old].call("failover", {**req, "haCluster": "another"})
+    with pytest.raises(ctlsock.ControlError, match="not active"):
+        net.members[other].call("failover", req)
+    reply = net.members[old].call("failover", req)
+    assert reply["accepted"] is True
+    wait_for(lambda: actives(net) == [other], 15, "the standby active after mon's request")
+    st = net.members[old].status()
+    assert st["failures"] == 1 and "failover requested" in st["reason"]
+    samples = net.members[other].metrics()
+    assert samples['hastack_heartbeat_failover_duration_seconds_count{phase="serving"}'] >= 1

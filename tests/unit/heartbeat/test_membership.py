@@ -10,7 +10,17 @@ from hypothesis import strategies as st
 
 from hastack_heartbeat import membership as m
 from hastack_heartbeat.arbitration import Timings
-from hastack_heartbeat.events import Dropped, Fence, Packet, PeerChanged, Received, Send, Tick
+from hastack_heartbeat.events import (
+    Demote,
+    Dropped,
+    FailoverRequest,
+    Fence,
+    Packet,
+    PeerChanged,
+    Received,
+    Send,
+    Tick,
+)
 
 T = Timings()
 PARAMS = m.Params(me="a", peers=("b", "c"), timings=T)
@@ -128,3 +138,29 @@ def test_accepted_packets_strictly_increase_in_epoch_then_sequence(pkts: list[tu
         if not any(isinstance(a, Dropped) for a in actions):
             accepted.append((epoch, seq))
     assert accepted == sorted(set(accepted))
+
+
+def test_auto_failback_hands_over_to_the_preferred_member_when_it_is_back() -> None:
+    params = m.Params(me="a", peers=("b",), timings=T, auto_failback=True, preferred="b")
+    st, _ = m.step(m.initial(params, epoch=7, now=0.0), Tick(), 0.0)
+    st = dataclasses.replace(st, role=m.Role.ACTIVE, renewed_at=0.0, fence_until=3.0)
+    st, actions = m.step(st, Received(hb(seq=1, active=True, eligible=True)), 0.1)
+    assert st.role is m.Role.ACTIVE, "a preferred member that says it is active is not a target"
+    st, actions = m.step(st, Received(hb(seq=2, active=False, eligible=False)), 0.2)
+    assert st.role is m.Role.ACTIVE, "nor one that is not eligible"
+    st, actions = m.step(st, Received(hb(seq=3, active=False, eligible=True)), 0.3)
+    assert st.role is m.Role.DEMOTING and st.pending_release == "b"
+    assert any(isinstance(a, Demote) and "auto failback" in a.reason for a in actions)
+
+
+def test_failover_requests_are_rate_limited_and_count_as_failures() -> None:
+    params = m.Params(me="a", peers=("b",), timings=T, request_min_interval=60.0, max_failures=2)
+    st, _ = m.step(m.initial(params, epoch=7, now=0.0), Tick(), 0.0)
+    active = dataclasses.replace(st, role=m.Role.ACTIVE, renewed_at=0.0, fence_until=3.0)
+    st, _ = m.step(active, FailoverRequest("probe http down"), 1.0)
+    assert st.role is m.Role.DEMOTING and len(st.failures) == 1
+    assert not m.eligible(st, 1.0 + T.lease_duration - 0.1)  # steps back for one Lease duration
+    st2, _ = m.step(dataclasses.replace(st, role=m.Role.ACTIVE, renewed_at=29.5), FailoverRequest("again"), 30.0)
+    assert st2.role is m.Role.ACTIVE, "a second request within requestMinInterval is ignored"
+    st3, _ = m.step(dataclasses.replace(st, role=m.Role.ACTIVE, renewed_at=69.5), FailoverRequest("later"), 70.0)
+    assert st3.role is m.Role.DEMOTING and not m.eligible(st3, 200.0), "maxFailures reached"
