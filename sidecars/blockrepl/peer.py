@@ -121,6 +121,9 @@ class PeerLink:
             st["sync"] = self.progress.status()
         if self.verify:
             st["verify"] = {k: v for k, v in self.verify.items() if not k.startswith("_")}
+        syncing = self.repl in ("SyncSource", "SyncTarget") and self.progress is not None
+        rate = float(st["sync"]["rate_bytes_per_second"] or 0) if syncing else 0.0
+        self.engine.m.resync_rate.labels(self.engine.cfg.resource, str(self.node_id)).set(rate)
         self.engine.m.update_peer(self.node_id, self.conn, self.repl, st["out_of_sync_bytes"], lag, self.split_brain)
         return st
 

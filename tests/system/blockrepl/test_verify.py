@@ -37,3 +37,21 @@ def test_verify_marks_divergent_blocks_and_resync_repairs_them(tmp_path: Path) -
         c.wait_connected(60)
         assert c[0].data_hash(SIZE) == c[1].data_hash(SIZE)
         assert c[1].peer(0)["sync"]["total_bytes"] <= 2 * (128 << 10)  # only what verify marked
+
+
+def test_invalidate_forces_a_full_resync(tmp_path: Path) -> None:
+    with cluster(tmp_path, 2, size=SIZE) as c:
+        c.wait_connected()
+        c[0].call("primary")
+        subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x5d 0 1M", c[0].nbd_uri], check=True,
+                       capture_output=True, timeout=60)  # fmt: skip
+        fd = os.open(c[1].disk, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"\xee" * 4096, 8 << 20)  # damage verify would find; invalidate repairs all
+        finally:
+            os.close(fd)
+        c[1].call("invalidate")
+        c.wait_connected(60)
+        assert c[1].peer(0)["sync"]["total_bytes"] == SIZE  # every block compared
+        assert c[0].data_hash(SIZE) == c[1].data_hash(SIZE)
+        assert "hastack_blockrepl_resync_bytes_per_second" in c[0].call("metrics")
