@@ -70,6 +70,8 @@ _TLS = obj("tls probe: certificate expiry.", {
     "serverName": string("SNI server name."),
     "minDaysLeft": integer("Fail when the certificate expires in fewer days.", default=14, minimum=0,
                            maximum=3650),
+    "insecureSkipVerify": boolean("Report expiry without verifying the chain (self-signed certificates).",
+                                  default=False),
 })
 _EXEC = obj("exec probe: run a command in the mon sidecar.", {
     "command": string_list("Command and arguments.", max_items=64),
