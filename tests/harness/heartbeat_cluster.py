@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.controlplane import ControlPlane
@@ -36,6 +37,13 @@ class ApiAddress:
 
     def close(self) -> None:
         subprocess.run(["ip", "link", "del", self.dev], capture_output=True, check=False)
+
+
+def install_crd(cp: ControlPlane) -> None:
+    """The HACluster CRD (the switchover annotation lives on the HACluster)."""
+    crd = Path(__file__).resolve().parents[2] / "crds" / "hastack.io_haclusters.yaml"
+    cp.kubectl("apply", "-f", str(crd))
+    cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/haclusters.hastack.io")
 
 
 def setup_cluster(cp: ControlPlane, net: HeartbeatNet) -> None:

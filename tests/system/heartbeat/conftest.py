@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from harness.controlplane import ControlPlane
-from harness.heartbeat_cluster import ApiAddress, setup_cluster
+from harness.heartbeat_cluster import ApiAddress, install_crd, setup_cluster
 from harness.heartbeat_net import HeartbeatNet
 
 
@@ -45,9 +45,7 @@ def hb_api() -> Iterator[tuple[ApiAddress, ControlPlane]]:
     cp = ControlPlane(nodes=3, controllers=False, bind_address=addr.ip)
     try:
         cp.start()
-        crd = Path(__file__).resolve().parents[3] / "crds" / "hastack.io_haclusters.yaml"
-        cp.kubectl("apply", "-f", str(crd))
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/haclusters.hastack.io")
+        install_crd(cp)
         yield addr, cp
     finally:
         cp.stop()

@@ -8,21 +8,24 @@ fsinit does.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.blockrepl_cluster import Cluster
-from harness.heartbeat_net import VENV, HeartbeatNet
-from harness.procs import run, wait_for
+from harness.heartbeat_net import HeartbeatNet
+from harness.heartbeat_volume import (
+    cleanup_exposures,
+    cleanup_mounts,
+    format_volume,
+    make_replicas,
+    node_dies,
+    volume_config,
+)
+from harness.procs import wait_for
 from hastack_common import expose
 
 FAILOVER_BOUND = 4.0 + 2 * 1.0 + 10.0  # the Lease, plus fsck and mount on two busy cores
@@ -30,94 +33,21 @@ FAILOVER_BOUND = 4.0 + 2 * 1.0 + 10.0  # the Lease, plus fsck and mount on two b
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[Cluster]:
-    root = tmp_path / "blockrepl"
-    root.mkdir()
-    # resource-level fencing on a host: the Primary outdates a lost peer through the peer's socket;
-    # a peer whose replica does not answer at all is down (DRBD's exit 5)
-    sock = f'"{root}/ctl$HASTACK_PEER_NODE_ID.sock"'
-    fence = ["sh", "-c", f"{VENV}/hastack blockrepl outdate --socket {sock} && exit 4; "
-             f"{VENV}/hastack blockrepl status --socket {sock} >/dev/null 2>&1 && exit 1; exit 5"]
-    c = Cluster(root, 2, size=64 << 20, fence_cmd=fence)
+    c = make_replicas(tmp_path / "blockrepl")
     try:
         c.start()
         c.wait_connected()
         yield c
     finally:
-        _cleanup_mounts(tmp_path)
+        cleanup_mounts(tmp_path)
         c.stop()
-        _cleanup_exposures(tmp_path)
-
-
-def _cleanup_mounts(tmp: Path) -> None:
-    """What a killed member leaves: its filesystem mount (stale once its replica is gone)."""
-    for mnt in tmp.glob("*/mnt"):
-        if expose.is_mountpoint(str(mnt)):
-            res = subprocess.run(["umount", str(mnt)], capture_output=True, timeout=20, check=False)
-            if res.returncode:
-                subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
-
-
-def _cleanup_exposures(tmp: Path, only: str = "") -> None:
-    """Then its loop devices (found by path while their FUSE mount still names it), FUSE mounts and
-    nbdfuse processes."""
-    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
-                         capture_output=True, text=True, check=False, timeout=20).stdout
-    for line in out.splitlines():
-        name, _, back = line.strip().partition(" ")
-        if str(tmp / only) in back.strip():
-            wait_for(lambda name=name: subprocess.run(["losetup", "--detach", name], capture_output=True,
-                                                      check=False).returncode == 0
-                     or not os.path.exists(f"/sys/block/{os.path.basename(name)}/loop"), 20,
-                     f"{name} detached")
-    for wd in [*tmp.glob(f"{only or '*'}/expose"), tmp / "fsinit"]:
-        pidfile = wd / "nbdfuse.pid"
-        with contextlib.suppress(ValueError, ProcessLookupError, OSError):
-            os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        if expose.is_mountpoint(str(wd / "fuse")):
-            subprocess.run(["fusermount3", "-u", "-z", str(wd / "fuse")], capture_output=True, check=False)
-
-
-def format_volume(c: Cluster, workdir: Path) -> None:
-    """What fsinit does on day 0: mkfs through the Primary, so the mirror receives it."""
-    c[0].call("primary")
-
-    async def mkfs() -> None:
-        exp = await expose.expose(c[0].nbd_uri, str(workdir))
-        try:
-            run(["mkfs.ext4", "-q", "-F", exp.device])
-        finally:
-            await expose.unexpose(str(workdir))
-
-    asyncio.run(mkfs())
-    c[0].call("secondary")
-
-
-def node_dies(net: HeartbeatNet, replicas: Cluster, tmp: Path, name: str) -> None:
-    """The active's node dies: heartbeat, blockrepl, and with them what they held on the node.
-
-    The members share this one machine, so the dead node's exposure (nbdfuse, loop device,
-    mount) is removed by hand, as the node's reboot would; otherwise a look-up of loop devices
-    by the next active could stat a FUSE file whose server is gone.
-    """
-    net.kill(name)
-    replicas[list(net.members).index(name)].kill()
-    with contextlib.suppress(ValueError, ProcessLookupError, OSError):
-        os.kill(int((tmp / name / "expose" / "nbdfuse.pid").read_text()), signal.SIGKILL)
-    subprocess.run(["umount", "-l", str(tmp / name / "mnt")], capture_output=True, check=False)
-    _cleanup_exposures(tmp, only=name)
+        cleanup_exposures(tmp_path)
 
 
 def start_members(replicas: Cluster, tmp_path: Path, hbcluster: Callable[..., HeartbeatNet],
                   prefix: str) -> tuple[HeartbeatNet, Callable[[], str | None]]:
     format_volume(replicas, tmp_path / "fsinit")
-
-    def per_member(i: int, name: str) -> dict[str, Any]:
-        r = replicas[i]
-        return {"volume": {"blockreplSocket": r.ctl, "nbdUri": r.nbd_uri,
-                           "exposeDir": str(tmp_path / name / "expose"),
-                           "mountDir": str(tmp_path / name / "mnt"), "fsType": "ext4"}}
-
-    net = hbcluster(n=2, prefix=prefix, per_member=per_member)
+    net = hbcluster(n=2, prefix=prefix, per_member=volume_config(replicas, tmp_path))
     for name in net.members:
         net.start(name)
 
