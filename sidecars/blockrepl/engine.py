@@ -491,6 +491,15 @@ class Engine:
     def day0(self) -> bool:
         return self.sb.current == DAY0
 
+    def day0_everywhere(self) -> bool | None:
+        """Never written on any replica (fsinit's test); None while a peer's identifiers are unknown."""
+        if not self.day0():
+            return False
+        seen = [lk.status().get("peer_current_uuid") for lk in self.links.values()]
+        if any(u is None for u in seen):
+            return None
+        return all(int(u, 16) == DAY0 for u in seen)
+
     def status(self) -> dict[str, Any]:
         return {
             "resource": self.cfg.resource,
@@ -502,6 +511,7 @@ class Engine:
             "current_uuid": f"{self.sb.current:016X}",
             "history_uuids": [f"{h:016X}" for h in self.sb.history],
             "day0": self.day0(),
+            "day0_everywhere": self.day0_everywhere(),
             "suspended": self.gate.reasons(),
             "held_requests": self.gate.held_count(),
             "in_flight": len(self.pending),

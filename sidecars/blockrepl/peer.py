@@ -115,6 +115,9 @@ class PeerLink:
             "unacked_bytes": lag,
             "bitmap_uuid": f"{self.engine.bitmap_uuid(self.node_id):016X}",
             "split_brain": self.split_brain,
+            "peer_current_uuid": f"{int(self.peer_state['current']):016X}"
+            if self.peer_state and self.proto is not None
+            else None,
             "reason": self.standalone_reason,
         }
         if self.progress is not None:

@@ -23,7 +23,9 @@ def test_last_man_standing(tmp_path: Path) -> None:
         a, b, cc = c[0], c[1], c[2]
         c.wait_connected()
         a.call("primary")
+        assert all(r.status()["day0_everywhere"] is True for r in c.replicas)  # fsinit may format
         write(a, 0x01, "0", "2M")
+        wait_for(lambda: all(r.status()["day0_everywhere"] is False for r in c.replicas), 10, "written everywhere")
         assert a.data_hash(SIZE) == b.data_hash(SIZE) == cc.data_hash(SIZE)
         cc.stop()
         write(a, 0x02, "4M", "1M")
