@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from hastack_common.config_blockrepl import BlockreplConfig
 
-RESTART_FIELDS = ("resource", "node_id", "size", "disk", "nbd", "control_socket", "metrics", "state_dir")
+RESTART_FIELDS = ("resource", "node_id", "size", "disk", "nbd", "control_socket", "metrics")
 
 
 @dataclass(frozen=True)

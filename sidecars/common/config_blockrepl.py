@@ -185,9 +185,6 @@ class BlockreplConfig(_Model):
     fencing: Literal["dont-care", "resource-only"] = "resource-only"
     handlers: Handlers = Field(default_factory=lambda: Handlers.model_validate({}))
     metrics: Metrics = Field(default_factory=lambda: Metrics.model_validate({}))
-    state_dir: str | None = Field(
-        None, description="where counters survive restarts; default beside the socket"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> BlockreplConfig:
