@@ -123,7 +123,7 @@ class LinkProtocol(asyncio.Protocol):
             self.dec.max_payload = W.MAX_PAYLOAD
             self.authed = True
             assert self.transport is not None
-            self.transport.set_write_buffer_limits(high=cfg.net.max_buffer)
+            self.transport.set_write_buffer_limits(high=cfg.net.max_buffer, low=cfg.net.max_buffer // 2)
             self.link = self.node.links[self.peer_id]
             self.link.attached(self)
             if not self.ready.done():
