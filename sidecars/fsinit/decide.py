@@ -73,6 +73,8 @@ def never_written(blockrepl_status: dict[str, Any]) -> bool:
     """Day-0 generation identifiers on every replica, as blockrepl's ``status`` proves it: the local
     replica is day-0 and connected, in sync, to every peer. (A peer that had data would have made
     this replica a SyncTarget on connect and replaced its day-0 identifier.)"""
+    if "day0_everywhere" in blockrepl_status:  # blockrepl compares every peer's identifiers itself
+        return blockrepl_status["day0_everywhere"] is True
     if not blockrepl_status.get("day0"):
         return False
     peers = blockrepl_status.get("peers") or []

@@ -71,3 +71,6 @@ def test_contract_with_heartbeat_and_blockrepl_status() -> None:
     assert not never_written({"day0": False, "peers": [peer]})
     assert not never_written({"day0": True, "peers": [peer, {**peer, "connection": "Connecting"}]})
     assert not never_written({"day0": True, "peers": [{**peer, "replication": "SyncTarget"}]})
+    assert never_written({"day0": True, "day0_everywhere": True, "peers": []})
+    assert not never_written({"day0": True, "day0_everywhere": None})  # a peer's identifiers unknown
+    assert not never_written({"day0": True, "day0_everywhere": False, "peers": [peer]})
