@@ -50,6 +50,10 @@ def desired(body: dict[str, Any], image: str) -> list[dict[str, Any]]:
                 "containers": [{
                     "name": "mon", "image": image, "imagePullPolicy": "IfNotPresent",
                     "command": ["hastack", "mon", "--config", f"{CONFIG_DIR}/mon.yaml"],
+                    # mon publishes its status on this pod (hastack.io/monitor-status), named by these
+                    "env": [{"name": "HASTACK_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "HASTACK_NAMESPACE",
+                             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
                     "ports": [{"name": "metrics", "containerPort": METRICS_PORTS["mon"]}],
                     "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                                      {"name": "run", "mountPath": consts.RUN_DIR}],

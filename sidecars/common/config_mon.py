@@ -249,6 +249,7 @@ class MonConfig(_Model):
     alerting: Literal["always", "active"] = "always"  # "active": only while this member is active
     state_file: str = STATE_FILE
     status_interval: Duration = "2s"
+    publish_status: bool = True  # the hastack.io/monitor-status annotation on this pod (HASTACK_POD_NAME)
 
     @model_validator(mode="after")
     def _unique(self) -> MonConfig:

@@ -26,6 +26,7 @@ from hastack_mon.apisource import ApiSource
 from hastack_mon.k8s import KubeEventSink
 from hastack_mon.metrics import Metrics
 from hastack_mon.monitor import Runtime
+from hastack_mon.publish import PodRef, StatusPublisher, pod_from_env
 
 log = logging.getLogger("hastack_mon")
 RELOAD_POLL = 1.0
@@ -34,7 +35,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class Mon:
     def __init__(
-        self, path: str | None, socket: str | None, metrics_address: str | None, api: ApiSource | None = None
+        self,
+        path: str | None,
+        socket: str | None,
+        metrics_address: str | None,
+        api: ApiSource | None = None,
+        pod: PodRef | None = None,
     ) -> None:
         self.path, self.socket_override, self.metrics_override = path, socket, metrics_address
         self.api = api
@@ -47,6 +53,16 @@ class Mon:
         self.control: ControlServer | None = None
         self.web: web.AppRunner | None = None
         self.metrics_url = ""
+        self.publisher = (
+            StatusPublisher(
+                pod,
+                self.runtime.status,
+                enabled=lambda: self.runtime.config.publish_status,
+                on_result=lambda result: self.metrics.status_publishes.labels(result).inc(),
+            )
+            if pod is not None
+            else None
+        )
 
     async def load(self, first: bool) -> str:
         """Read and apply the file; on a bad file keep the running configuration."""
@@ -147,14 +163,16 @@ class Mon:
         await self.control.start()
         watcher = asyncio.create_task(self.watch())
         api_watcher = asyncio.create_task(self.watch_api(api_poll)) if self.api is not None else None
+        publisher = asyncio.create_task(self.publisher.run()) if self.publisher is not None else None
         fields = kv(config=self.path, socket=cfg.control_socket, probes=len(self.runtime.probes))
         log.info("mon started", extra=fields)
         try:
             await stop.wait()
         finally:
             watcher.cancel()
-            if api_watcher is not None:
-                api_watcher.cancel()
+            for task in (api_watcher, publisher):
+                if task is not None:
+                    task.cancel()
             await self.runtime.close()
             await self.control.close()
             if self.web is not None:
@@ -175,7 +193,7 @@ async def amain(ns: argparse.Namespace) -> int:
         if (ns.watch_namespace or ns.all_namespaces)
         else None
     )
-    mon = Mon(ns.config, ns.socket, ns.metrics_address, api)
+    mon = Mon(ns.config, ns.socket, ns.metrics_address, api, pod_from_env())
     try:
         await mon.run(stop, parse_duration(ns.api_poll))
     except config_file.ConfigError as exc:

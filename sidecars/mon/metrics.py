@@ -64,6 +64,12 @@ class Metrics:
         self.config_reloads = Counter(
             "hastack_mon_config_reloads", "Configuration reloads by result", ("result",), registry=r
         )
+        self.status_publishes = Counter(
+            "hastack_mon_status_publishes",
+            "Writes of the monitor-status annotation on this pod, by result (ok, error)",
+            ("result",),
+            registry=r,
+        )
         self.probes_configured = Gauge("hastack_mon_probes", "Probes configured in this process", registry=r)
 
     def set_alert_state(self, labels: tuple[str, ...], state: str) -> None:
