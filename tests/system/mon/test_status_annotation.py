@@ -38,14 +38,15 @@ def pod(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def member_kubeconfig(mon_cp: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """The member ServiceAccount, its Role as the operator builds it, and the member pods."""
+    """The member ServiceAccount, its Role as the operator builds it, and member pods db-0 and db-1
+    (db-2, the third member, has no pod yet)."""
     cp = mon_cp
     install_crds(cp)
     ensure_namespace(cp, NS)
-    apply_objects(cp, [samples.hacluster(CLUSTER, NS)])
+    apply_objects(cp, [samples.hacluster(CLUSTER, NS, replicas=3)])
     uid = json.loads(cp.kubectl("get", "hac", CLUSTER, "-n", NS, "-o", "json").stdout)["metadata"]["uid"]
     spec = HACluster.from_body({"metadata": {"name": CLUSTER, "namespace": NS, "uid": uid},
-                                "spec": samples.hacluster(CLUSTER, NS)["spec"]})
+                                "spec": samples.hacluster(CLUSTER, NS, replicas=3)["spec"]})
     apply_objects(cp, [cluster_objects.member_account(spec), cluster_objects.member_role(spec),
                        cluster_objects.member_role_binding(spec), pod(POD), pod(f"{CLUSTER}-1"), pod("outsider")])
     return cp.kubeconfig_for_service_account(NS, names.member_account(CLUSTER),
@@ -78,8 +79,8 @@ def config(targets: Targets, **extra: Any) -> dict[str, Any]:
     }}]}
 
 
-def publishes(mon: MonProcess) -> int:
-    m = re.search(r'^hastack_mon_status_publishes_total\{result="ok"\} (\S+)$', mon.metrics(), re.M)
+def publishes(mon: MonProcess, result: str = "ok") -> int:
+    m = re.search(rf'^hastack_mon_status_publishes_total\{{result="{result}"\}} (\S+)$', mon.metrics(), re.M)
     return int(float(m.group(1))) if m else 0
 
 
@@ -142,3 +143,23 @@ def test_publishing_is_switched_off_by_the_config_flag(
     mon.write(config(targets, publishStatus=True))  # the same mon, reloaded with the flag on
     got = wait_for(lambda: annotation(cp, pod_name), 20, "the report once publishing is on")
     assert set(probes(got)) == {"health", "port"}
+
+
+def test_failed_writes_are_retried_and_never_stop_probing(
+    mon_cp: ControlPlane, member_kubeconfig: pathlib.Path, targets: Targets, sup: Supervisor, tmp_path: pathlib.Path
+) -> None:
+    """The pod is missing (404) for a while: mon logs, counts and retries, probes on, and the report
+    appears once the pod exists."""
+    cp = mon_cp
+    name = f"{CLUSTER}-2"
+    cp.kubectl("delete", "pod", name, "-n", NS, "--ignore-not-found", "--wait=false")
+    env = {"KUBECONFIG": str(member_kubeconfig), "HASTACK_POD_NAME": name, "HASTACK_NAMESPACE": NS}
+    mon = MonProcess(sup, tmp_path, config(targets), env=env)
+    wait_for(lambda: publishes(mon, "error") >= 2, 20, "failed writes counted")
+    assert "monitor status not published, retrying" in mon.log() and "Not Found" in mon.log()
+    assert mon.alive_or_fail() and mon.probe("web", "port", NS)["ok"] is True
+    apply_objects(cp, [pod(name)])
+    got = wait_for(lambda: annotation(cp, name), 30, "the report once the pod exists")
+    assert set(probes(got)) == {"health", "port"} and publishes(mon) >= 1
+    assert "monitor status published again" in mon.log()
+    cp.kubectl("delete", "pod", name, "-n", NS, "--wait=false")
