@@ -31,6 +31,9 @@ MERGE = "application/merge-patch+json"
 # The CRD's status.probes[] fields; ``latency`` changes on every probe, so it alone is no reason to write.
 PROBE_FIELDS = ("name", "lastResult", "consecutiveFailures", "lastChange", "latency", "alert", "reason")
 VOLATILE = ("latency",)
+# A pod's annotations may hold 256 KiB in all; beyond this budget the long texts are shortened.
+BUDGET = 192 * 1024
+SHORT = 160
 
 
 # -- functional core ---------------------------------------------------------------------
@@ -42,6 +45,16 @@ def probes_of(status: Mapping[str, Any]) -> dict[str, Any]:
         key: {"probes": [{f: p[f] for f in PROBE_FIELDS if p.get(f) is not None} for p in entry.get("probes", [])]}
         for key, entry in sorted(status.items())
     }
+
+
+def fit(monitors: dict[str, Any], budget: int = BUDGET) -> dict[str, Any]:
+    """The report within ``budget`` bytes of JSON: if too large, ``lastResult`` and ``reason`` are cut
+    to their first ``SHORT`` characters (a very large mon still reports every probe's state)."""
+    if len(json.dumps(monitors, separators=(",", ":"))) <= budget:
+        return monitors
+    cut = {f: SHORT for f in ("lastResult", "reason")}
+    return {k: {"probes": [{f: (v[: cut[f]] if f in cut and isinstance(v, str) else v) for f, v in p.items()}
+                           for p in e["probes"]]} for k, e in monitors.items()}
 
 
 def fingerprint(monitors: Mapping[str, Any]) -> str:
@@ -128,7 +141,7 @@ class StatusPublisher:
 
     async def tick(self, now: float) -> bool:
         """Write if due; True when a write was made."""
-        monitors = probes_of(self.status())
+        monitors = fit(probes_of(self.status()))
         fp = fingerprint(monitors)
         if not self.pacer.due(now, fp):
             return False

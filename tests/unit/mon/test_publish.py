@@ -21,6 +21,7 @@ from hastack_mon.publish import (
     PodRef,
     StatusPublisher,
     fingerprint,
+    fit,
     pod_from_env,
     probes_of,
     render,
@@ -65,6 +66,19 @@ def test_the_operator_reads_what_mon_renders() -> None:
     assert part["probes"][0]["lastResult"] == "success: HTTP 200"
     stale, why = report_of(pod, "ns/web", now + dt.timedelta(seconds=60))
     assert stale is None and "stopped reporting" in why
+
+
+def test_a_very_large_report_is_shortened_to_fit_the_pod_annotations() -> None:
+    long = "x" * 1024
+    small = probes_of(STATUS)
+    assert fit(small) is small
+    big = probes_of({f"ns/m{i}": {"probes": [probe(f"p{j}", lastResult="failure: " + long, reason=long)
+                                             for j in range(64)]} for i in range(4)})
+    out = fit(big)
+    assert len(json.dumps(out, separators=(",", ":"))) < 192 * 1024
+    p = out["ns/m3"]["probes"][63]
+    assert p["name"] == "p63" and p["lastResult"].startswith("failure: x") and len(p["reason"]) == 160
+    assert p["consecutiveFailures"] == 0 and p["alert"] == "ok"
 
 
 def test_a_new_latency_alone_is_not_a_change_but_a_new_result_is() -> None:
