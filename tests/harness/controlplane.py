@@ -68,6 +68,7 @@ class ControlPlane:
         extra_sans: tuple[str, ...] = (),
         workdir: Path | None = None,
         detached: bool = False,
+        wait_default_sa: bool = True,
     ) -> None:
         self.node_count = nodes
         self.with_controllers = controllers
@@ -75,6 +76,7 @@ class ControlPlane:
         self.extra_sans = extra_sans
         self._given_workdir = workdir
         self.detached = detached
+        self.wait_default_sa = wait_default_sa
         self.workdir = Path()
         self.timings: dict[str, float] = {}
         self.ports: dict[str, int] = {}
@@ -193,9 +195,12 @@ class ControlPlane:
         if self.with_controllers:
             self._start_controllers(bins, creds)
             self.timings["controllers_ready"] = time.monotonic() - t0
-        if self.node_count:
+        if self.node_count:  # while the ServiceAccount controller gets going
             self.node_names = kwok.start(self, bins["kwok"], self.node_count)
             self.timings["nodes_ready"] = time.monotonic() - t0
+        if self.with_controllers and self.wait_default_sa:
+            self._await_default_service_account()
+            self.timings["default_sa"] = time.monotonic() - t0
 
     def stop(self, keep_logs: bool = False) -> None:
         if self._sup:
@@ -402,7 +407,9 @@ class ControlPlane:
         for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
             url = f"https://127.0.0.1:{port}/healthz"
             self._await(name, lambda url=url: http_get(url, ctx)[0] == 200, f"{name} /healthz")
-        # Pods can only be created once the ServiceAccount controller made `default`.
+
+    def _await_default_service_account(self) -> None:
+        """Pods can only be created once the ServiceAccount controller made `default`."""
         self._await(
             "kube-controller-manager",
             lambda: (

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     steps.run("lab up: control plane, 2 nodes, CoreDNS, Block PVs", lab.up)
     img = steps.run("hastack image (rootfs, deps, project layers)", image.build)
     assert isinstance(img, image.Image)
-    steps.run("image imported into every node", lambda: [n.import_images([img.archive]) for n in lab.nodes])
+    steps.run("image imported into every node", lambda: lab.import_image(img.archive))
     repository, tag = img.tag.rsplit(":", 1)
     steps.run("helm install charts/hastack (operator Ready)", lambda: helm(
         lab, "upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--create-namespace",

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,9 +157,12 @@ class Lab:
         self.timings["control_plane"] = time.monotonic() - t0
         ca = pki.CertificateAuthority.load(self.cp_dir / "pki")
         server = self.state()["server"]
-        for node in self.nodes:
+        def start(node: LabNode) -> None:
             node.prepare(ca, server, lab_images.PAUSE_IMAGE)
             node.start(images)
+
+        with ThreadPoolExecutor(len(self.nodes)) as pool:  # nodes boot side by side, as machines do
+            list(pool.map(start, self.nodes))
         self._wait_nodes_ready(120)
         self.timings["nodes_ready"] = time.monotonic() - t0
         self._addons()
@@ -181,7 +185,10 @@ class Lab:
             raise FileNotFoundError(f"missing on this machine: {', '.join(missing)}; run .ci/install-deps")
 
     def _start_control_plane(self) -> None:
-        cp = ControlPlane(nodes=0, bind_address=lab_net.HOST_IP, workdir=self.cp_dir, detached=True)
+        # The default ServiceAccount is awaited later (_addons), while the nodes start.
+        cp = ControlPlane(
+            nodes=0, bind_address=lab_net.HOST_IP, workdir=self.cp_dir, detached=True, wait_default_sa=False
+        )
         cp.start()
         self.state_file.write_text(
             json.dumps(
@@ -255,6 +262,14 @@ class Lab:
             return json.loads(out)["status"].get("readyReplicas", 0) >= 1
 
         wait_for(ready, timeout, "CoreDNS ready")
+
+    def import_image(self, archive: Path) -> None:
+        """Import an image archive into every node's containerd (side by side); restarted nodes
+        get it again from `extra_images`."""
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(lambda n: n.import_images([archive]), self.nodes))
+        if archive not in self.extra_images:
+            self.extra_images.append(archive)
 
     # -- faults ------------------------------------------------------------------------
 

@@ -56,9 +56,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
 @pytest.fixture(scope="session")
 def hastack_image(lab: Lab) -> str:
     img = image.build()
-    for node in lab.nodes:
-        node.import_images([img.archive])
-    lab.extra_images.append(img.archive)
+    lab.import_image(img.archive)
     _report.append(f"hastack image {img.tag} ready in {img.seconds:.1f}s")
     return img.tag
 
