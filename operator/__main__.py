@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -72,12 +71,15 @@ async def run(ns: argparse.Namespace) -> None:
     holder = asyncio.create_task(elector.hold())
     done, _ = await asyncio.wait({operator, holder}, return_when=asyncio.FIRST_COMPLETED)
     stop.set()
-    with contextlib.suppress(Exception):
+    try:
         await asyncio.wait_for(operator, 10)
+    except TimeoutError:
+        log.warning("kopf did not stop within 10 s")
+    finally:
+        holder.cancel()
+        await asyncio.to_thread(elector.release)
     if holder in done:
         holder.result()  # raises LostLeadership: exit non-zero, the pod restarts as a standby
-    holder.cancel()
-    await asyncio.to_thread(elector.release)
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +94,6 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
-        log.error("operator stopped", extra=kv(error=exc))
+        log.exception("operator stopped", extra=kv(error=exc))
         return 1
     return 0

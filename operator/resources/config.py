@@ -14,7 +14,7 @@ import yaml
 from hastack_common import config_blockrepl, config_heartbeat, config_mon, consts
 from hastack_common.sizing import quantity_bytes
 from hastack_operator.resources import names
-from hastack_operator.resources.members import BACKING_DEVICE, METRICS_PORTS, SECRET_DIR
+from hastack_operator.resources.members import BACKING_DEVICE, DATA_DIR, METRICS_PORTS, SECRET_DIR
 from hastack_operator.resources.spec import HACluster, ReplicatedVolume
 
 # blockrepl's fence-peer handler in a cluster: heartbeat records the peer Outdated on the Lease.
@@ -25,7 +25,9 @@ def _dump(model: Any) -> str:
     return yaml.safe_dump(model.model_dump(by_alias=True, exclude_none=True), sort_keys=False)
 
 
-def heartbeat(cluster: HACluster) -> config_heartbeat.HeartbeatConfig:
+def heartbeat(cluster: HACluster, volume: ReplicatedVolume | None = None,
+              member: str = "") -> config_heartbeat.HeartbeatConfig:
+    """``member``'s file (its own mount directory); the volume section only with a volume."""
     members = names.members(cluster.name, cluster.replicas)
     fo = cluster.failover
     preferred = fo.get("preferredMember")
@@ -35,8 +37,7 @@ def heartbeat(cluster: HACluster) -> config_heartbeat.HeartbeatConfig:
         "members": members,
         "peerDomain": names.peer_domain(cluster.name, cluster.namespace),
         "leaseName": names.lease(cluster.name),
-        "timing": {k: v for k, v in cluster.heartbeat.items() if k in config_heartbeat.Timing.model_fields
-                   or k in {f.alias for f in config_heartbeat.Timing.model_fields.values()}},
+        "timing": cluster.heartbeat,
         "failover": {
             "autoFailback": bool(fo.get("autoFailback", False)),
             "preferredMember": members[preferred] if preferred is not None and preferred < len(members) else None,
@@ -45,6 +46,11 @@ def heartbeat(cluster: HACluster) -> config_heartbeat.HeartbeatConfig:
         },
         "secretFile": f"{SECRET_DIR}/heartbeat",
         "metricsPort": METRICS_PORTS["heartbeat"],
+        **({"volume": {
+            "mountDir": f"{DATA_DIR}/{member}",
+            "fsType": volume.filesystem.get("type", "ext4"),
+            "fsck": bool(volume.filesystem.get("fsck", True)),
+        }} if volume is not None else {}),
     })
 
 
@@ -90,9 +96,10 @@ def mon(monitors: list[dict[str, Any]], alerting: str) -> config_mon.MonConfig:
 
 def config_map(cluster: HACluster, volume: ReplicatedVolume | None,
                monitors: list[dict[str, Any]]) -> dict[str, Any]:
-    data = {"heartbeat.yaml": _dump(heartbeat(cluster)), "mon.yaml": _dump(mon(monitors, "active"))}
-    if volume is not None:
-        for i in range(cluster.replicas):
+    data = {"mon.yaml": _dump(mon(monitors, "active"))}
+    for i, member in enumerate(names.members(cluster.name, cluster.replicas)):
+        data[f"heartbeat-{i}.yaml"] = _dump(heartbeat(cluster, volume, member))
+        if volume is not None:
             data[f"blockrepl-{i}.yaml"] = _dump(blockrepl(cluster, volume, i))
     return {
         "apiVersion": "v1", "kind": "ConfigMap",

@@ -17,7 +17,7 @@ from hastack_operator.resources.spec import HACluster, ReplicatedVolume
 
 CONFIG_DIR = "/etc/hastack/config"
 SECRET_DIR = "/etc/hastack/secret"
-DATA_DIR = "/var/lib/hastack/data"  # heartbeat's view of the member's hostPath directory
+DATA_DIR = "/var/lib/hastack/data"  # heartbeat's view of the hostPath; it mounts at DATA_DIR/<member>
 BACKING_DEVICE = "/dev/hastack/backing"
 GATE_SOURCE = "/usr/local/bin/hastack-gate"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
@@ -74,7 +74,11 @@ def _gated(container: dict[str, Any], cluster: HACluster, volume: ReplicatedVolu
     mounts += [_mount("hastack-bin", "/hastack/bin", read_only=True), _mount("hastack-run", consts.RUN_DIR)]
     ref = cluster.resource("volume")
     if volume is not None and ref is not None and ref.mount_path:
-        mounts.append(_mount("hastack-data", ref.mount_path, propagation="HostToContainer"))
+        # one directory per member, even where nodes share a filesystem (the lab): <hostPath>/<member>
+        mounts.append({**_mount("hastack-data", ref.mount_path, propagation="HostToContainer"),
+                       "subPathExpr": "$(HASTACK_POD_NAME)"})
+        env = [e for e in c.get("env") or [] if e.get("name") != "HASTACK_POD_NAME"]
+        c["env"] = [*env, _env()[0]]
     c["volumeMounts"] = mounts
     return c
 
@@ -99,7 +103,7 @@ def _init_containers(cluster: HACluster, volume: ReplicatedVolume | None, image:
         mounts=[_mount("hastack-secret", SECRET_DIR, True),
                 _mount("hastack-data", DATA_DIR, propagation="Bidirectional")],
         ports=[{"name": "heartbeat", "containerPort": cluster.heartbeat_port, "protocol": "UDP"}],
-        config="heartbeat.yaml"))
+        config="heartbeat-$(HASTACK_POD_INDEX).yaml"))
     out.append(_sidecar("mon", image, privileged=False, mounts=[], ports=[], config="mon.yaml"))
     if volume is not None:
         fs = volume.filesystem

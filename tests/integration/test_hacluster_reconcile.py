@@ -102,7 +102,8 @@ def test_children_are_exactly_as_designed(cp: ControlPlane, web: dict[str, Any])
     assert app["command"] == ["/hastack/bin/gate", "--", "python3", "-m", "http.server"]
     app_mounts = {m["name"]: m for m in app["volumeMounts"]}
     assert app_mounts["hastack-data"] == {"name": "hastack-data", "mountPath": "/srv/data",
-                                          "mountPropagation": "HostToContainer"}
+                                          "mountPropagation": "HostToContainer",
+                                          "subPathExpr": "$(HASTACK_POD_NAME)"}
     anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
     assert anti["topologyKey"] == "kubernetes.io/hostname"
     assert pod["serviceAccountName"] == "web-member"
@@ -113,7 +114,9 @@ def test_children_are_exactly_as_designed(cp: ControlPlane, web: dict[str, Any])
     active = kget(cp, "service", "web-active")["spec"]
     assert active["selector"] == {consts.LABEL_CLUSTER: "web", consts.LABEL_ROLE: "active"}
     cm = kget(cp, "configmap", "web-hastack")["data"]
-    assert sorted(cm) == ["blockrepl-0.yaml", "blockrepl-1.yaml", "heartbeat.yaml", "mon.yaml"]
+    assert sorted(cm) == ["blockrepl-0.yaml", "blockrepl-1.yaml", "heartbeat-0.yaml", "heartbeat-1.yaml",
+                          "mon.yaml"]
+    assert "mountDir: /var/lib/hastack/data/web-1" in cm["heartbeat-1.yaml"]
     assert "web-http" in cm["mon.yaml"] and "web-1.web-peers.reconcile.svc.cluster.local:7788" in cm["blockrepl-0.yaml"]
     secret = kget(cp, "secret", "web-hastack-auth")
     assert sorted(secret["data"]) == ["heartbeat", "replication"]
