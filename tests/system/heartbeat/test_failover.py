@@ -42,7 +42,12 @@ def actives(net: HeartbeatNet) -> list[str]:
 def start_all(net: HeartbeatNet, *args: str) -> str:
     for name in net.members:
         net.start(name, *args)
-    return wait_for(lambda: len(a := actives(net)) == 1 and a[0], 30, "one active member")
+    active = wait_for(lambda: len(a := actives(net)) == 1 and a[0], 30, "one active member")
+    # a steady state: every member has heard every other (one never heard stays "init" for initDead)
+    wait_for(lambda: all(st == "alive" for n in net.members
+                         for st in (p["state"] for p in net.members[n].status()["peers"].values())),
+             15, "every member alive to every other")
+    return active
 
 
 def agree(cp: object, net: HeartbeatNet, active: str) -> None:
