@@ -69,7 +69,7 @@ def _sidecar(component: str, image: str, *, privileged: bool, mounts: list[dict[
 
 def _gated(container: dict[str, Any], cluster: HACluster, volume: ReplicatedVolume | None) -> dict[str, Any]:
     c = copy.deepcopy(container)
-    c["command"] = [consts.GATE_BINARY, "--", *c["command"]]
+    c["command"] = [consts.GATE_BINARY, "--name", c["name"], "--", *c["command"]]
     mounts = list(c.get("volumeMounts") or [])
     mounts += [_mount("hastack-bin", "/hastack/bin", read_only=True), _mount("hastack-run", consts.RUN_DIR)]
     ref = cluster.resource("volume")

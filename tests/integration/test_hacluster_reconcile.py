@@ -99,7 +99,7 @@ def test_children_are_exactly_as_designed(cp: ControlPlane, web: dict[str, Any])
                                                    "type": "DirectoryOrCreate"}
     assert volumes["hastack-run"]["emptyDir"]["medium"] == "Memory"
     app = pod["containers"][0]
-    assert app["command"] == ["/hastack/bin/gate", "--", "python3", "-m", "http.server"]
+    assert app["command"] == ["/hastack/bin/gate", "--name", "web", "--", "python3", "-m", "http.server"]
     app_mounts = {m["name"]: m for m in app["volumeMounts"]}
     assert app_mounts["hastack-data"] == {"name": "hastack-data", "mountPath": "/srv/data",
                                           "mountPropagation": "HostToContainer",
