@@ -138,3 +138,21 @@ def wait_condition(cp: ControlPlane, plural: str, name: str, namespace: str, cty
 
     return wait_for(ok, timeout, f"{plural}/{name} {ctype}={status}")
 
+
+
+FAST_LEASE = ("--lease-duration=4", "--renew-deadline=3", "--renew-period=1")
+
+
+def chart_operator(cp: ControlPlane, watch: str, name: str, release: str = "hastack-system",
+                   env: dict[str, str] | None = None,
+                   mutate: Callable[[dict[str, Any]], None] | None = None) -> OperatorProcess:
+    """The CRDs, the chart's RBAC for ``release`` (in a namespace of that name), and a started
+    operator watching ``watch`` with that ServiceAccount's token (never as admin)."""
+    install_crds(cp)
+    ensure_namespace(cp, release)
+    ensure_namespace(cp, watch)
+    sa = install_rbac(cp, release, release=release, mutate=mutate)
+    op = OperatorProcess(cp, cp.kubeconfig_for_service_account(release, sa), release, name=name,
+                         extra_args=(f"--namespace={watch}", *FAST_LEASE))
+    op.child_env = dict(env or {})
+    return op.start()

@@ -16,10 +16,8 @@ from harness.controlplane import ControlPlane
 from harness.hastack_api import (
     OperatorProcess,
     apply_objects,
-    ensure_namespace,
+    chart_operator,
     get_object,
-    install_crds,
-    install_rbac,
     wait_condition,
 )
 from harness.procs import wait_for
@@ -32,14 +30,7 @@ THIRD_NODE = "kwok-node-extra"
 
 @pytest.fixture(scope="module")
 def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
-    cp = control_plane
-    install_crds(cp)
-    ensure_namespace(cp, NS)
-    ensure_namespace(cp, "hastack-system")
-    sa = install_rbac(cp, "hastack-system")
-    op = OperatorProcess(cp, cp.kubeconfig_for_service_account("hastack-system", sa), "hastack-system",
-                         name="changer", extra_args=(f"--namespace={NS}", "--lease-duration=4",
-                                                     "--renew-deadline=3", "--renew-period=1")).start()
+    op = chart_operator(control_plane, NS, "changer")
     yield op
     op.stop()
 
@@ -127,6 +118,7 @@ def test_rolling_update_standbys_first_then_switchover_then_old_active(control_p
             return want not in first and len(revs) == 2 and set(revs.values()) == {want}
 
         wait_for(updated, 180, "every member on the new revision")
+        wait_for(lambda: len(hb.deletions) >= 2, 10, "the fake heartbeat to see the last replacement")
         assert hb.deletions == [("roll-1", "standby"), ("roll-0", "standby")], hb.deletions
         assert hb.active == "roll-1"  # one switchover moved the active before its old pod was deleted
     events = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=roll",

@@ -12,9 +12,7 @@ from harness.controlplane import ControlPlane
 from harness.hastack_api import (
     OperatorProcess,
     apply_objects,
-    ensure_namespace,
-    install_crds,
-    install_rbac,
+    chart_operator,
     wait_condition,
 )
 from harness.procs import wait_for
@@ -25,16 +23,10 @@ NS = "deletion"
 @pytest.fixture(scope="module")
 def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
     cp = control_plane
-    install_crds(cp)
-    ensure_namespace(cp, NS)
+    op = chart_operator(cp, NS, "deleter")
     pvs = [storage.local_block_pv(f"{node}-del{i}", node, f"/dev/del{i}")
            for node in cp.node_names for i in range(2)]
     apply_objects(cp, [storage.storage_class(), *pvs])
-    ensure_namespace(cp, "hastack-system")
-    sa = install_rbac(cp, "hastack-system")
-    op = OperatorProcess(cp, cp.kubeconfig_for_service_account("hastack-system", sa), "hastack-system",
-                         name="deleter", extra_args=(f"--namespace={NS}", "--lease-duration=4",
-                                                     "--renew-deadline=3", "--renew-period=1")).start()
     yield op
     op.stop()
 

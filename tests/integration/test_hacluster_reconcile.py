@@ -15,10 +15,10 @@ from harness.controlplane import ControlPlane
 from harness.hastack_api import (
     OperatorProcess,
     apply_objects,
+    chart_operator,
     ensure_namespace,
     get_object,
     install_crds,
-    install_rbac,
     wait_condition,
 )
 from harness.procs import wait_for
@@ -42,14 +42,7 @@ def cp(control_plane: ControlPlane) -> ControlPlane:
 
 @pytest.fixture(scope="module")
 def operator(cp: ControlPlane) -> Iterator[OperatorProcess]:
-    ensure_namespace(cp, "hastack-system")
-    sa = install_rbac(cp, "hastack-system")
-    kubeconfig = cp.kubeconfig_for_service_account("hastack-system", sa)
-    op = OperatorProcess(cp, kubeconfig, "hastack-system", name="reconciler",
-                         extra_args=(f"--namespace={NS}", "--lease-duration=4", "--renew-deadline=3",
-                                     "--renew-period=1"))
-    op.child_env = {"HASTACK_IMAGE": IMAGE}
-    op.start()
+    op = chart_operator(cp, NS, "reconciler", env={"HASTACK_IMAGE": IMAGE})
     yield op
     op.stop()
 

@@ -14,28 +14,21 @@ from harness.controlplane import ControlPlane
 from harness.hastack_api import (
     OperatorProcess,
     apply_objects,
+    chart_operator,
     condition,
     ensure_namespace,
     get_object,
     helm_template,
     install_crds,
-    install_rbac,
     wait_condition,
 )
 from harness.procs import wait_for
-
-FAST_LEASE = ("--lease-duration=4", "--renew-deadline=3", "--renew-period=1")
 
 
 def operator_for(cp: ControlPlane, release: str, watch: str, name: str,
                  mutate: Any = None) -> OperatorProcess:
     """Install release's RBAC in its own namespace and start an operator with its SA token."""
-    ensure_namespace(cp, release)
-    ensure_namespace(cp, watch)
-    sa = install_rbac(cp, release, release=release, mutate=mutate)
-    kubeconfig = cp.kubeconfig_for_service_account(release, sa)
-    return OperatorProcess(cp, kubeconfig, lease_namespace=release, name=name,
-                           extra_args=(f"--namespace={watch}", *FAST_LEASE)).start()
+    return chart_operator(cp, watch, name, release=release, mutate=mutate)
 
 
 @pytest.fixture(scope="module")
