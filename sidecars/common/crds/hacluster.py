@@ -58,6 +58,12 @@ _safe_timings = [
     rule("duration(self.renewDeadline) < duration(self.leaseDuration)",
          "renewDeadline must be less than leaseDuration (the active demotes itself before its Lease "
          "can expire)", reason="FieldValueInvalid"),
+    # heartbeat keeps a 500ms safety margin (hastack_common.config_heartbeat.check_timings)
+    rule("duration(self.renewDeadline) + duration('500ms') <= duration(self.leaseDuration)",
+         "renewDeadline + 500ms (heartbeat's safety margin) must not exceed leaseDuration",
+         reason="FieldValueInvalid"),
+    rule("duration(self.deadTime) - duration('500ms') > duration(self.keepalive)",
+         "deadTime - 500ms (heartbeat's safety margin) must exceed keepalive", reason="FieldValueInvalid"),
     rule("duration(self.deadTime) >= duration(self.keepalive) + duration(self.keepalive) + "
          "duration(self.keepalive)",
          "deadTime must be at least 3 keepalives, or one lost packet declares a peer dead",
@@ -75,7 +81,9 @@ HEARTBEAT = obj(
         "initDead": duration("Grace period after start-up before a silent peer is declared dead.",
                              default=c.DEFAULT_INIT_DEAD),
         "port": integer("UDP port of the heartbeat.", default=c.HEARTBEAT_PORT, minimum=1, maximum=65535),
-        "leaseDuration": duration("Duration of the arbitration Lease.", default=c.DEFAULT_LEASE_DURATION),
+        "leaseDuration": string("Duration of the arbitration Lease, in whole seconds (the Lease stores "
+                                "seconds), e.g. \"4s\".", default=c.DEFAULT_LEASE_DURATION,
+                                pattern=r"^[1-9][0-9]*s$", max_length=8),
         "renewPeriod": duration("How often the active renews the Lease.", default=c.DEFAULT_RENEW_PERIOD),
         "renewDeadline": duration("The active demotes itself when it could not renew for this long.",
                                   default=c.DEFAULT_RENEW_DEADLINE),
