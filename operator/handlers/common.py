@@ -9,7 +9,7 @@ import kopf
 
 from hastack_operator import metrics
 from hastack_operator.k8s import ApiError
-from hastack_operator.reconcile.accept import status_changed
+from hastack_operator.reconcile.status_patch import status_changed
 
 
 def run(plural: str, handler: str, body: kopf.Body, patch: kopf.Patch,

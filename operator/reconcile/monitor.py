@@ -9,7 +9,7 @@ from typing import Any
 from hastack_common import consts
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import hacluster
-from hastack_operator.reconcile.accept import status_changed
+from hastack_operator.reconcile.status_patch import status_changed
 from hastack_operator.resources import monitor_objects, monitor_status, names
 from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.validation import spec_problems

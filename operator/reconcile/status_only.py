@@ -9,7 +9,7 @@ from typing import Any
 from hastack_common import consts
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import actions, monitor, volume
-from hastack_operator.reconcile.accept import status_changed
+from hastack_operator.reconcile.status_patch import status_changed
 from hastack_operator.resources import monitor_objects, names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.conditions import Conditions

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hastack_operator.reconcile.accept import accepted_status, status_changed
+from hastack_operator.reconcile.status_patch import status_changed
 from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.validation import spec_problems
 
@@ -25,18 +25,27 @@ def test_unobserved_conditions_are_kept() -> None:
     assert [c["type"] for c in again] == ["Ready", "Accepted"]
 
 
-def test_accepted_status_is_stable() -> None:
-    status = accepted_status(3, {}, [])
+def accepted(generation: int, old: dict[str, object], problems: list[str]) -> dict[str, object]:
+    conds = Conditions(generation, list(old.get("conditions") or []), now=T0)  # type: ignore[call-overload]
+    if problems:
+        conds.error("Accepted", "InvalidSpec", "; ".join(problems))
+    else:
+        conds.success("Accepted", "SpecAccepted")
+    return {"observedGeneration": generation, "conditions": conds.to_list()}
+
+
+def test_status_is_written_only_when_it_changes() -> None:
+    status = accepted(3, {}, [])
     assert status["observedGeneration"] == 3
-    assert status["conditions"][0]["status"] == "True"
-    assert not status_changed(status, accepted_status(3, status, []))
-    assert status_changed(status, accepted_status(4, status, []))
+    assert status["conditions"][0]["status"] == "True"  # type: ignore[index]
+    assert not status_changed(status, accepted(3, status, []))
+    assert status_changed(status, accepted(4, status, []))
 
 
 def test_refused_spec_is_reported() -> None:
     problems = spec_problems("haclusters", {"replicas": 2, "failover": {"preferredMember": 2}}, "x")
     assert problems and "preferredMember 2" in problems[0]
-    status = accepted_status(1, {}, problems)
-    assert status["conditions"][0]["status"] == "False"
+    status = accepted(1, {}, problems)
+    assert status["conditions"][0]["status"] == "False"  # type: ignore[index]
     assert spec_problems("servicemonitors", {"alert": {"dependsOn": ["me"]}}, "me")
     assert spec_problems("servicemonitors", {"alert": {"dependsOn": ["other"]}}, "me") == []
