@@ -11,14 +11,14 @@ from typing import Any
 
 import yaml
 
-from hastack_common import config_blockrepl, config_heartbeat, config_mon, consts
+from hastack_common import config_blockrepl, config_heartbeat, config_mon, consts, outdate_peer
 from hastack_common.sizing import quantity_bytes
 from hastack_operator.resources import names
 from hastack_operator.resources.members import BACKING_DEVICE, DATA_DIR, METRICS_PORTS, SECRET_DIR
 from hastack_operator.resources.spec import HACluster, ReplicatedVolume
 
 # blockrepl's fence-peer handler in a cluster: heartbeat records the peer Outdated on the Lease.
-FENCE_PEER_COMMAND = ["hastack", "ctl", "heartbeat", "outdate-peer"]
+FENCE_PEER_COMMAND = outdate_peer.FENCE_PEER_COMMAND
 
 
 def _dump(model: Any) -> str:

@@ -1,12 +1,20 @@
-"""`hastack ctl SOCKET CMD [key=value ...]`: print a sidecar's reply, or stream its events."""
+"""`hastack ctl SOCKET CMD [key=value ...]`: print a sidecar's reply, or stream its events.
+
+``hastack ctl heartbeat outdate-peer`` is blockrepl's fence-peer handler in a cluster
+(``hastack_common.outdate_peer``): without arguments it takes the peer from the handler's
+environment, and it exits 4 ("peer Outdated") once heartbeat has recorded it, 1 otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from typing import Any
+
+from hastack_common import outdate_peer
 
 DEFAULT_DIR = "/run/hastack"
 
@@ -32,6 +40,12 @@ def main(argv: list[str]) -> int:
         if not sep:
             p.error(f"argument {item!r} is not key=value")
         args[key] = parse_value(value)
+    if ns.cmd == outdate_peer.OUTDATE_PEER_CMD and not args:
+        try:
+            args = outdate_peer.request_from_env(os.environ).model_dump(by_alias=True)
+        except ValueError as exc:
+            print(f"hastack ctl: {exc}", file=sys.stderr)
+            return outdate_peer.EXIT_REFUSED
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(None if ns.cmd == "events" else ns.timeout)
         try:
@@ -47,7 +61,7 @@ def main(argv: list[str]) -> int:
             return 1
         if ns.cmd != "events":
             print(json.dumps(first.get("result"), indent=2))
-            return 0
+            return outdate_peer.EXIT_PEER_OUTDATED if ns.cmd == outdate_peer.OUTDATE_PEER_CMD else 0
         try:
             for line in f:
                 sys.stdout.write(line)

@@ -42,6 +42,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-pod-labels", action="store_true", help="do not label pods (members outside pods)")
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--test-disable-fencing", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--test-ignore-outdated", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -75,7 +76,10 @@ async def run(ns: argparse.Namespace) -> int:
         agents[:0] = [replica, exposed, fs]  # volume first, the pod label last
     loop = asyncio.get_running_loop()
     group = ResourceGroup(agents, time.monotonic)
-    node = Node(cfg, ns.member, secret, lease, group, timings=timings, replica=replica)
+    if ns.test_ignore_outdated:
+        log.warning("OUTDATED RECORDS IGNORED (test-only flag): a stale replica may be promoted")
+    node = Node(cfg, ns.member, secret, lease, group, timings=timings, replica=replica,
+                ignore_outdated=ns.test_ignore_outdated)
     if replica is not None:
         replica.remaining = lambda: (node.state.fence_until or 0.0) - node.clock()
     with contextlib.suppress(Exception):  # a crashed predecessor may have left resources behind
@@ -84,9 +88,12 @@ async def run(ns: argparse.Namespace) -> int:
     if api is not None:
         from hastack_heartbeat import k8s
 
-        publisher = k8s.StatusPublisher(api, cfg.namespace, ns.member, node.status)
+        publisher = k8s.StatusPublisher(api, cfg.namespace, ns.member, node.status,
+                                        on_result=lambda r: node.metrics.status_publishes.labels(r).inc())
         recorder = k8s.EventRecorder(api, cfg.namespace, cfg.cluster)
         node.role_listeners.append(lambda a, now: _on_role(node, recorder, a, now))
+        node.outdated.emit = lambda kind, reason, message: node.spawn(
+            recorder.emit(node.clock(), kind, reason, message))
         node.spawn(publisher.run())
         node.spawn(k8s.SwitchoverWatcher(api, cfg.namespace, cfg.cluster, recorder,
                                          period=timings.renew_period).run(node))

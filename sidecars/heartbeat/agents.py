@@ -52,6 +52,11 @@ class ResourceGroup:
         except Exception as exc:
             raise AgentError(f"{agent.name} {what} failed: {exc}") from exc
 
+    @property
+    def device(self) -> str | None:
+        """The block device an agent exposed (the volume's, for fsinit), or None."""
+        return next((a.device for a in self.agents if getattr(a, "device", None)), None)  # type: ignore[attr-defined]
+
     async def promote(self, reason: str, timeline: Timeline) -> None:
         for agent in self.agents:
             if agent in self.started:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 NEVER = -math.inf
 
@@ -65,6 +65,8 @@ class LeaseRecord:
     duration: float
     transitions: int = 0
     handover: str = ""  # switchover target named by a releasing holder
+    # members recorded Outdated on the Lease (``hastack_common.outdate_peer``) -> who recorded them
+    outdated: Mapping[str, str] = field(default_factory=dict)
 
 
 def required_acks(n_peers: int) -> int:
@@ -114,10 +116,13 @@ def may_acquire(
 
     ``holder_gone``: the holder is dead by heartbeat, or its latest heartbeat says it is not
     active, or it is not a member at all. A released Lease naming a handover target is for that
-    target only, until it has been released for a whole leaseDuration.
+    target only, until it has been released for a whole leaseDuration. A member recorded
+    Outdated on the Lease never acquires it: its data may miss writes the holder acknowledged.
     """
     if lease is None:
         return False, "no Lease read yet"
+    if me in lease.outdated:
+        return False, outdated_reason(lease, me)
     if lease.holder == "":
         if lease.handover and lease.handover != me and not lease_expired(lease, observed_at, now):
             return False, f"released for switchover to {lease.handover}"
@@ -129,3 +134,8 @@ def may_acquire(
     if not holder_gone:
         return False, f"Lease expired but {lease.holder} is alive and active by heartbeat"
     return True, f"Lease of {lease.holder} expired and {lease.holder} is dead by heartbeat"
+
+
+def outdated_reason(lease: LeaseRecord, me: str) -> str:
+    return (f"recorded Outdated on the Lease by {lease.outdated.get(me) or 'unknown'}: "
+            "it may be promoted only after a resync")

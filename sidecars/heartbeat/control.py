@@ -1,4 +1,5 @@
-"""Commands on ``/run/hastack/heartbeat.sock``: status, switchover, failover (mon's request)."""
+"""Commands on ``/run/hastack/heartbeat.sock``: status, switchover, failover (mon's request),
+outdate-peer (blockrepl's fence-peer handler, ``hastack_common.outdate_peer``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pydantic import ValidationError
 
 from hastack_common.ctlsock import CommandError, Handler
 from hastack_common.failover_request import FAILOVER_CMD, FailoverReply, FailoverRequest
+from hastack_common.outdate_peer import OUTDATE_PEER_CMD, OutdatePeerRequest
 from hastack_heartbeat import membership as m
 from hastack_heartbeat.events import FailoverRequest as FailoverEvent
 from hastack_heartbeat.events import Switchover
@@ -60,4 +62,11 @@ def handlers(node: Node) -> dict[str, Handler]:
         node.feed(FailoverEvent(f"{req.monitor} probe {req.probe}: {req.reason}"))
         return FailoverReply(accepted=True, detail=f"{node.me} demoting").model_dump(by_alias=True)
 
-    return {"status": status, "switchover": switchover, FAILOVER_CMD: failover}
+    async def outdate_peer(args: dict[str, Any]) -> Any:
+        try:
+            req = OutdatePeerRequest.model_validate(args)
+        except ValidationError as exc:
+            raise CommandError(f"bad outdate-peer request: {exc}") from exc
+        return await node.outdated.record(req)
+
+    return {"status": status, "switchover": switchover, FAILOVER_CMD: failover, OUTDATE_PEER_CMD: outdate_peer}

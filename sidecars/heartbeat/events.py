@@ -45,6 +45,13 @@ class LeaseReply:
 
 
 @dataclass(frozen=True)
+class LeaseObserved:
+    """The Lease as this member's own annotation write left it (an Outdated record)."""
+
+    record: LeaseRecord
+
+
+@dataclass(frozen=True)
 class PromoteDone:
     ok: bool
     error: str = ""
@@ -77,7 +84,7 @@ class SetBlocked:
 
 
 Event = (Tick | Received | LeaseReply | PromoteDone | DemoteDone | Switchover | FailoverRequest
-         | ResourceFailed | SetBlocked)
+         | ResourceFailed | SetBlocked | LeaseObserved)
 
 
 # ---- actions ------------------------------------------------------------------------------

@@ -87,13 +87,15 @@ class StatusPublisher:
     """
 
     def __init__(self, api: Any, namespace: str, pod: str, status: Callable[[], dict[str, Any]],
-                 min_interval: float = 1.0, max_interval: float = 15.0) -> None:
+                 min_interval: float = 1.0, max_interval: float = 15.0,
+                 on_result: Callable[[str], None] | None = None) -> None:
         from kubernetes import client
 
         self.core = client.CoreV1Api(api)
         self.namespace, self.pod, self.status = namespace, pod, status
         self.min_interval, self.max_interval = min_interval, max_interval
         self.writes = 0
+        self.on_result = on_result or (lambda result: None)  # "ok" / "error", for the metrics
 
     def _publish(self, text: str) -> None:
         body = {"metadata": {"annotations": {ANNOTATION_MEMBER_STATUS: text}}}
@@ -112,8 +114,10 @@ class StatusPublisher:
                     await asyncio.to_thread(self._publish, json.dumps(summary, sort_keys=True, separators=(",", ":")))
                     last, written = text, loop.time()
                     self.writes += 1
+                    self.on_result("ok")
                 except Exception as exc:
                     log.warning("member status not published", extra=kv(error=str(exc)[:200]))
+                    self.on_result("error")
             await asyncio.sleep(self.min_interval)
 
 

@@ -8,7 +8,9 @@ records Outdated replicas in annotations of the same Lease). Outcomes are the co
 ok, conflict (with the current record), notfound, unreachable.
 
 ``LeaseRecord`` <-> Lease object conversion is pure and unit-tested; the operator creates the
-Lease with metadata only (DESIGN), the members own its spec.
+Lease with metadata only (DESIGN), the members own its spec. The holder also writes and removes
+``outdated.hastack.io/<member>`` annotations (``annotate``: conditional on the version it read,
+and only while the record names it holder); ``to_record`` reads them into ``outdated``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 from hastack_common.consts import GROUP
 from hastack_common.logs import kv
+from hastack_common.outdate_peer import outdated_members
 from hastack_heartbeat.arbitration import LeaseRecord
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ def to_record(obj: Any, default_duration: float) -> LeaseRecord:
         duration=float(duration) if duration else default_duration,
         transitions=int(transitions),
         handover=ann.get(ANNOTATION_HANDOVER, ""),
+        outdated={member: rec.by for member, rec in outdated_members(ann).items()},
     )
 
 
@@ -85,6 +90,43 @@ class KubeLease:
                                              _content_type="application/merge-patch+json")
         return to_record(obj, self.default_duration)
 
+    def _annotate_blocking(self, me: str, key: str, value: str | None, deadline: float) -> tuple[str, LeaseRecord]:
+        """Write one annotation while the Lease names ``me`` as holder: read, then a merge patch
+        conditional on that resourceVersion; a conflict reads again, until ``deadline``."""
+        from kubernetes.client.exceptions import ApiException
+
+        while True:
+            obj = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self.timeout)
+            rec = to_record(obj, self.default_duration)
+            if rec.holder != me:
+                return "notholder", rec
+            body = {"metadata": {"resourceVersion": rec.resource_version, "annotations": {key: value}}}
+            try:
+                obj = self.api.patch_namespaced_lease(self.name, self.namespace, body,
+                                                      _request_timeout=self.timeout,
+                                                      _content_type="application/merge-patch+json")
+                return "ok", to_record(obj, self.default_duration)
+            except ApiException as exc:
+                if exc.status != 409 or time.monotonic() >= deadline:
+                    raise
+
+    async def annotate(self, me: str, key: str, value: str | None,
+                       timeout: float) -> tuple[str, LeaseRecord | None]:
+        """Outcomes: ok, notholder (with the record read), unreachable."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._annotate_blocking, me, key, value, time.monotonic() + timeout),
+                timeout + self.timeout + 0.5)
+        except ApiException as exc:
+            log.warning("Lease annotation not written", extra=kv(key=key, status=exc.status, reason=exc.reason))
+            return "unreachable", None
+        except Exception as exc:  # urllib3 errors, timeouts
+            log.warning("Lease annotation not written", extra=kv(key=key, error=type(exc).__name__,
+                                                                 detail=str(exc)[:200]))
+            return "unreachable", None
+
     async def call(self, kind: str, rec: LeaseRecord | None, expected: str,
                    old: LeaseRecord | None) -> tuple[str, LeaseRecord | None]:
         from kubernetes.client.exceptions import ApiException
@@ -119,4 +161,8 @@ class NoLease:
 
     async def call(self, kind: str, rec: LeaseRecord | None, expected: str,
                    old: LeaseRecord | None) -> tuple[str, LeaseRecord | None]:
+        return "unreachable", None
+
+    async def annotate(self, me: str, key: str, value: str | None,
+                       timeout: float) -> tuple[str, LeaseRecord | None]:
         return "unreachable", None

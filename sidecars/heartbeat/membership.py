@@ -30,6 +30,7 @@ from hastack_heartbeat.events import (
     Event,
     FailoverRequest,
     Fence,
+    LeaseObserved,
     LeaseOp,
     LeaseReply,
     Packet,
@@ -74,6 +75,9 @@ class Params:
     request_min_interval: float = 60.0
     auto_failback: bool = False
     preferred: str | None = None
+    # Test-only switch: ignore the Lease's Outdated records, so tests can prove they catch a
+    # stale replica promoted after "the primary writes alone, then dies".
+    ignore_outdated: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,15 @@ def right_until(st: State) -> float:
 
 def eligible(st: State, now: float) -> bool:
     recent = [f for f in st.failures if now - f < st.params.failure_timeout]
-    return not st.blocked and len(recent) < st.params.max_failures and now >= st.acquire_not_before
+    return (not block_reason(st) and len(recent) < st.params.max_failures
+            and now >= st.acquire_not_before)
+
+
+def block_reason(st: State) -> str:
+    """Why this member may not become active: its replica (``blocked``), or the Lease's record."""
+    if st.lease is not None and st.params.me in st.lease.outdated:
+        return arb.outdated_reason(st.lease, st.params.me)
+    return st.blocked
 
 
 def holder_gone(st: State, holder: str) -> bool:
@@ -182,6 +194,8 @@ def step(state: State, event: Event, now: float) -> tuple[State, list[Action]]:
             _demote(st, f"resource failed: {event.reason}", "", out)
     elif isinstance(event, SetBlocked):
         st.blocked = event.reason
+    elif isinstance(event, LeaseObserved) and event.record.holder == st.params.me and not st.lease_inflight:
+        _observe(st, event.record, now)  # our own annotation write: renew on its version
     _tick(st, now, out)
     return st, out
 
@@ -357,6 +371,8 @@ def _stop_demote_writes(st: State, out: list[Action]) -> None:
 
 
 def _observe(st: State, rec: LeaseRecord, now: float) -> None:
+    if st.params.ignore_outdated and rec.outdated:
+        rec = dataclasses.replace(rec, outdated={})
     if st.lease is None or rec.resource_version != st.lease.resource_version:
         st.observed_at = now
     st.lease = rec
@@ -405,3 +421,5 @@ def _lease_reply(st: State, ev: LeaseReply, now: float, out: list[Action]) -> No
             _set_role(st, Role.STANDBY, f"Lease taken by {ev.record.holder or 'nobody'}", out)
     elif st.role is Role.ACQUIRING:  # conflict, but the record names us: retry with the new version
         _set_role(st, Role.STANDBY, "Lease changed while acquiring", out)
+    elif ev.outcome == "conflict" and ev.kind == "update":
+        st.next_lease_op = now  # still ours (e.g. an Outdated record moved its version): renew at once

@@ -9,6 +9,8 @@ from hastack_heartbeat.wire import REASONS
 PEER_STATES = ("init", "alive", "warn", "dead")
 ROLES = ("standby", "acquiring", "promoting", "active", "demoting")
 PHASES = ("detected", "lease_acquired", "volume_promoted", "mounted", "serving")
+TAKEOVER_KINDS = ("initial", "failover", "switchover")  # status.Timeline.kind
+PUBLISH_RESULTS = ("ok", "error")
 
 
 class Metrics:
@@ -38,8 +40,16 @@ class Metrics:
             buckets=(0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 60))
         for reason in REASONS:
             self.bad_packets.labels(reason)
+        self.status_publishes = Counter("hastack_heartbeat_status_publishes_total", "Writes of the "
+                                        "hastack.io/member-status annotation on this pod, by result (ok, "
+                                        "error)", ["result"], registry=r)
         for phase in PHASES:
             self.failover_duration.labels(phase)
+        # every series exists from the start at 0, so that increase() sees the first takeover
+        for kind in TAKEOVER_KINDS:
+            self.failovers.labels(kind)
+        for result in PUBLISH_RESULTS:
+            self.status_publishes.labels(result)
         self.set_role("standby")
         self.lease_renew_failures.inc(0)
 

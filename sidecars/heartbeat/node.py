@@ -45,7 +45,8 @@ from hastack_heartbeat.events import (
     Tick,
 )
 from hastack_heartbeat.metrics import Metrics
-from hastack_heartbeat.status import Timeline, member_status
+from hastack_heartbeat.outdated import OutdatedRecords
+from hastack_heartbeat.status import Timeline, member_status, volume_summary
 
 log = logging.getLogger(__name__)
 FAR_FUTURE = 10 * 365 * 86400.0
@@ -54,6 +55,8 @@ FAR_FUTURE = 10 * 365 * 86400.0
 class LeaseBackend(Protocol):
     async def call(self, kind: str, rec: LeaseRecord | None, expected: str,
                    old: LeaseRecord | None) -> tuple[str, LeaseRecord | None]: ...
+    async def annotate(self, me: str, key: str, value: str | None,
+                       timeout: float) -> tuple[str, LeaseRecord | None]: ...
 
 
 class Agents(Protocol):
@@ -77,7 +80,7 @@ class _Udp(asyncio.DatagramProtocol):
 class Node:
     def __init__(self, cfg: HeartbeatConfig, me: str, secret: bytes, lease: LeaseBackend, agents: Agents,
                  *, timings: Timings | None = None, clock: Callable[[], float] = time.monotonic,
-                 replica: Any = None) -> None:
+                 replica: Any = None, ignore_outdated: bool = False) -> None:
         if me not in cfg.members:
             raise ValueError(f"this pod {me!r} is not one of the HACluster's members {cfg.members}; "
                              "check HASTACK_POD_NAME and the rendered heartbeat.yaml")
@@ -89,7 +92,7 @@ class Node:
             me=me, peers=tuple(x for x in cfg.members if x != me), timings=self.timings,
             max_failures=f.max_failures, failure_timeout=parse_duration(f.failure_timeout),
             request_min_interval=parse_duration(f.request_min_interval), auto_failback=f.auto_failback,
-            preferred=f.preferred_member,
+            preferred=f.preferred_member, ignore_outdated=ignore_outdated,
         )
         self.epoch = _next_epoch(Path(cfg.run_dir))
         self.state = m.initial(params, self.epoch, clock())
@@ -103,6 +106,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.role_listeners: list[Callable[[RoleChanged, float], None]] = []
+        self.outdated = OutdatedRecords(self, lease, list(cfg.members), timeout=self.timings.renew_deadline)
         self.control = ControlServer(str(Path(cfg.run_dir) / "heartbeat.sock"), handlers(self), self.events)
 
     # ---- running ------------------------------------------------------------------------
@@ -272,6 +276,11 @@ class Node:
                     if self.state.role is m.Role.ACTIVE:
                         log.error("monitor failed", extra=kv(error=str(exc)))
                         self.feed(ResourceFailed(str(exc)))
+                    continue
+                try:
+                    await self.outdated.clear_resynced(self.replica)
+                except Exception as exc:
+                    log.warning("Outdated records not checked", extra=kv(error=str(exc)[:200]))
 
     async def _demote(self, reason: str, fenced: bool) -> None:
         try:
@@ -319,7 +328,11 @@ class Node:
         self.metrics.fence_remaining.set(max(0.0, until - now) if until is not None else 0.0)
 
     def status(self) -> dict[str, Any]:
-        return member_status(self.state, self.clock(), self.timeline, self.addrs)
+        st = member_status(self.state, self.clock(), self.timeline, self.addrs)
+        device = getattr(self.agents, "device", None)  # the exposed volume: fsinit formats it
+        replica = getattr(self.replica, "last_status", None)  # as last polled (every keepalive)
+        return {**st, **({"device": device} if device else {}),
+                **({"volume": volume_summary(replica)} if replica else {})}
 
 
 def _pick(infos: list[Any], family: int) -> tuple[Any, ...]:

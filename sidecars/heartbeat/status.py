@@ -65,7 +65,7 @@ def member_status(st: m.State, now: float, timeline: Timeline, addrs: dict[str, 
         "reason": st.reason,
         "epoch": st.epoch,
         "eligible": m.eligible(st, now),
-        "blocked": st.blocked,
+        "blocked": m.block_reason(st),
         "fenceRemaining": None if st.fence_until is None else round(max(0.0, st.fence_until - now), 3),
         "peers": {
             p.name: {
@@ -83,8 +83,33 @@ def member_status(st: m.State, now: float, timeline: Timeline, addrs: dict[str, 
             "observedAgo": round(now - st.observed_at, 3),
             "renewedAgo": None if st.renewed_at is None else round(now - st.renewed_at, 3),
             "apiReachable": st.api_ok,
+            "outdated": dict(lease.outdated),
         },
         "failures": len([f for f in st.failures if now - f < st.params.failure_timeout]),
         "lastFailover": timeline.to_json(now),
         "failoverCount": timeline.takeovers,
     }
+
+
+def _worst(peers: list[dict[str, Any]], key: str, good: str) -> str:
+    bad = [str(p.get(key) or "Unknown") for p in peers if p.get(key) != good]
+    return bad[0] if bad else good if peers else "None"
+
+
+def volume_summary(blockrepl: dict[str, Any]) -> dict[str, Any]:
+    """blockrepl's ``status`` reduced to the member status's ``volume`` (read by the operator's
+    ``volume_status``): this replica's role and disk, and its links to the peers, worst first."""
+    peers = list(blockrepl.get("peers") or [])
+    syncing = [p["sync"] for p in peers if p.get("sync") and p.get("replication") in ("SyncSource", "SyncTarget")]
+    out: dict[str, Any] = {
+        "role": blockrepl.get("role", "Unknown"),
+        "diskState": blockrepl.get("disk", "Unknown"),
+        "connection": _worst(peers, "connection", "Connected"),
+        "replication": _worst(peers, "replication", "Established"),
+        "outOfSyncBytes": sum(int(p.get("out_of_sync_bytes") or 0) for p in peers),
+    }
+    if any(p.get("split_brain") for p in peers):
+        out["splitBrain"] = True
+    if syncing:
+        out["syncProgress"] = f"{syncing[0].get('percent', 0)}%"
+    return out

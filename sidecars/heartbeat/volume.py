@@ -16,15 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
-from hastack_common import ctlsock, expose
+from hastack_common import consts, ctlsock, expose
 from hastack_common.logs import kv
 from hastack_heartbeat.agents import AgentError
 
 log = logging.getLogger(__name__)
+
+
+async def _blank(dev: str) -> bool:
+    """No signature of any kind on ``dev`` (``blkid -p``: exit 2 is "nothing found")."""
+    proc = await asyncio.create_subprocess_exec("blkid", "-p", dev, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        return await asyncio.wait_for(proc.wait(), 30) == 2
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise AgentError(f"blkid -p {dev} timed out after 30s") from None
 
 
 async def _run(*argv: str, timeout: float, ok: tuple[int, ...] = (0,)) -> str:
@@ -49,6 +63,7 @@ class ReplicaAgent:
     def __init__(self, socket: str, timeout: float = 30.0) -> None:
         self.socket, self.timeout = socket, timeout
         self.remaining: Any = None  # () -> seconds of right left; set by the node
+        self.last_status: dict[str, Any] | None = None
 
     async def _call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
         try:
@@ -72,6 +87,7 @@ class ReplicaAgent:
 
     async def status(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("status")
+        self.last_status = result  # published in the member status (status.volume_summary)
         return result
 
     async def set_deadline(self, seconds: float) -> None:
@@ -114,14 +130,18 @@ class FilesystemAgent:
     phase = "mounted"
 
     def __init__(self, exposed: ExposeAgent, mount_dir: str, fstype: str, fsck: bool = True,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0, fsinit_result: str = consts.FSINIT_RESULT,
+                 format_wait: float = 120.0) -> None:
         self.exposed, self.dir, self.fstype, self.fsck, self.timeout = exposed, mount_dir, fstype, fsck, timeout
+        self.fsinit_result, self.format_wait = fsinit_result, format_wait
 
     async def start(self) -> None:
         dev = self.exposed.device
         if dev is None:
             raise AgentError("no exposed device to mount")
         await asyncio.to_thread(os.makedirs, self.dir, exist_ok=True)
+        if not expose.device_mounted(dev) and await _blank(dev):
+            await self._wait_for_fsinit(dev)
         if expose.is_mountpoint(self.dir):
             if not expose.device_mounted(dev):
                 raise AgentError(f"{self.dir} is a mount point of another device; refusing to stack a "
@@ -133,6 +153,25 @@ class FilesystemAgent:
                 await _run("e2fsck", "-p", dev, timeout=self.timeout, ok=(0, 1))
             await _run("mount", "-t", self.fstype, dev, self.dir, timeout=60)
         await self._grow(dev)
+
+    async def _wait_for_fsinit(self, dev: str) -> None:
+        """Day 0: the device carries no filesystem yet. Only fsinit formats (DESIGN "Who formats"),
+        and it runs beside this promotion, through the device exposed here: wait until it has
+        exited (its result file), then mount what it laid down, or say why it did not."""
+        log.info("device is blank: waiting for fsinit", extra=kv(device=dev, result=self.fsinit_result))
+        deadline = asyncio.get_running_loop().time() + self.format_wait
+        while not await asyncio.to_thread(os.path.exists, self.fsinit_result):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AgentError(f"{dev} carries no filesystem and fsinit did not finish within "
+                                 f"{self.format_wait:.0f}s (see the fsinit container's log)")
+            await asyncio.sleep(0.5)
+        if await _blank(dev):
+            try:
+                text = await asyncio.to_thread(Path(self.fsinit_result).read_text)
+                reason = str(json.loads(text).get("reason", ""))
+            except (OSError, ValueError):
+                reason = "unreadable result"
+            raise AgentError(f"{dev} carries no filesystem and fsinit did not format it: {reason}")
 
     async def _grow(self, dev: str) -> None:
         if self.fstype == "ext4":

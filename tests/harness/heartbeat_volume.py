@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,30 @@ from harness.procs import run, wait_for
 from hastack_common import expose
 
 
-def make_replicas(root: Path, n: int = 2, size: int = 64 << 20) -> Cluster:
+def make_replicas(root: Path, n: int = 2, size: int = 64 << 20, fence: list[str] | None = None) -> Cluster:
     """blockrepl replicas with resource-level fencing as on a host: the Primary outdates a lost peer
-    through the peer's socket; a peer whose replica does not answer at all is down (DRBD's exit 5)."""
+    through the peer's socket; a peer whose replica does not answer at all is down (DRBD's exit 5).
+    ``fence`` replaces that handler (e.g. :func:`lease_fence`)."""
     root.mkdir(parents=True, exist_ok=True)
     sock = f'"{root}/ctl$HASTACK_PEER_NODE_ID.sock"'
-    fence = ["sh", "-c", f"{VENV}/hastack blockrepl outdate --socket {sock} && exit 4; "
-             f"{VENV}/hastack blockrepl status --socket {sock} >/dev/null 2>&1 && exit 1; exit 5"]
-    return Cluster(root, n, size=size, fence_cmd=fence)
+    host_fence = ["sh", "-c", f"{VENV}/hastack blockrepl outdate --socket {sock} && exit 4; "
+                  f"{VENV}/hastack blockrepl status --socket {sock} >/dev/null 2>&1 && exit 1; exit 5"]
+    return Cluster(root, n, size=size, fence_cmd=fence or host_fence)
+
+
+def lease_fence(root: Path) -> list[str]:
+    """The cluster's handler, as the operator renders it: ``hastack ctl heartbeat outdate-peer`` on
+    the replica's own member's socket (``root/hb<node id>.sock``, see :func:`link_heartbeat_sockets`).
+    The replicas here name their peers node<N>, not after the members: the node id alone says who."""
+    return ["sh", "-c", f'exec env -u HASTACK_PEER_NAME {VENV}/hastack ctl "{root}/hb$HASTACK_NODE_ID.sock" '
+            "outdate-peer"]
+
+
+def link_heartbeat_sockets(root: Path, net: HeartbeatNet) -> None:
+    for i, mem in enumerate(net.members.values()):
+        link = root / f"hb{i}.sock"
+        link.unlink(missing_ok=True)
+        link.symlink_to(mem.run_dir / "heartbeat.sock")
 
 
 def volume_config(replicas: Cluster, tmp: Path) -> Any:
@@ -94,3 +111,37 @@ def node_dies(net: HeartbeatNet, replicas: Cluster, tmp: Path, name: str) -> Non
         os.kill(int((tmp / name / "expose" / "nbdfuse.pid").read_text()), signal.SIGKILL)
     subprocess.run(["umount", "-l", str(tmp / name / "mnt")], capture_output=True, check=False)
     cleanup_exposures(tmp, only=name)
+
+
+def start_members(replicas: Cluster, tmp_path: Path, hbcluster: Callable[..., HeartbeatNet],
+                  prefix: str, *extra_args: str) -> tuple[HeartbeatNet, Callable[[], str | None]]:
+    """Format the volume once (fsinit's day 0), then one heartbeat member per replica."""
+    format_volume(replicas, tmp_path / "fsinit")
+    net = hbcluster(n=2, prefix=prefix, per_member=volume_config(replicas, tmp_path))
+    link_heartbeat_sockets(replicas.root, net)
+    for name in net.members:
+        net.start(name, *extra_args)
+
+    def active() -> str | None:
+        for n, mem in net.members.items():
+            if mem.child is not None and mem.child.running() and mem.status()["role"] == "active":
+                return n
+        return None
+
+    return net, active
+
+
+@contextlib.contextmanager
+def running_replicas(tmp: Path, lease_fenced: bool = False) -> Iterator[Cluster]:
+    """Two connected replicas under ``tmp/blockrepl``; afterwards nothing mounted, exposed or running.
+    ``lease_fenced``: the cluster's fence-peer handler (:func:`lease_fence`) instead of the host's."""
+    root = tmp / "blockrepl"
+    c = make_replicas(root, fence=lease_fence(root) if lease_fenced else None)
+    try:
+        c.start()
+        c.wait_connected()
+        yield c
+    finally:
+        cleanup_mounts(tmp)
+        c.stop()
+        cleanup_exposures(tmp)

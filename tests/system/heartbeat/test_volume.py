@@ -18,12 +18,9 @@ import pytest
 from harness.blockrepl_cluster import Cluster
 from harness.heartbeat_net import HeartbeatNet
 from harness.heartbeat_volume import (
-    cleanup_exposures,
-    cleanup_mounts,
-    format_volume,
-    make_replicas,
     node_dies,
-    volume_config,
+    running_replicas,
+    start_members,
 )
 from harness.procs import wait_for
 from hastack_common import expose
@@ -33,31 +30,8 @@ FAILOVER_BOUND = 4.0 + 2 * 1.0 + 10.0  # the Lease, plus fsck and mount on two b
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[Cluster]:
-    c = make_replicas(tmp_path / "blockrepl")
-    try:
-        c.start()
-        c.wait_connected()
+    with running_replicas(tmp_path) as c:
         yield c
-    finally:
-        cleanup_mounts(tmp_path)
-        c.stop()
-        cleanup_exposures(tmp_path)
-
-
-def start_members(replicas: Cluster, tmp_path: Path, hbcluster: Callable[..., HeartbeatNet],
-                  prefix: str) -> tuple[HeartbeatNet, Callable[[], str | None]]:
-    format_volume(replicas, tmp_path / "fsinit")
-    net = hbcluster(n=2, prefix=prefix, per_member=volume_config(replicas, tmp_path))
-    for name in net.members:
-        net.start(name)
-
-    def active() -> str | None:
-        for n, mem in net.members.items():
-            if mem.child is not None and mem.child.running() and mem.status()["role"] == "active":
-                return n
-        return None
-
-    return net, active
 
 
 def test_failover_with_blockrepl_and_a_filesystem(replicas: Cluster, tmp_path: Path,
