@@ -93,7 +93,9 @@ def cluster_status(generation: int, old: dict[str, Any], members: list[Member], 
         conds.error("Ready", "TwoActives", "members report active: " + ", ".join(m.name for m in actives))
     elif active is None:
         phase = "FailingOver" if failing_over else "Pending"
-        conds.error("Ready", "NoActiveMember", f"{len(reported)}/{len(expected)} members report; none is active")
+        blocked = [f"{m.name}: {m.report['blocked']}" for m in members if m.report and m.report.get("blocked")]
+        conds.error("Ready", "NoActiveMember", f"{len(reported)}/{len(expected)} members report; none is active"
+                    + "".join(f"; {b}" for b in blocked))
     elif len(healthy) < len(expected):
         phase = "Degraded"
         conds.success("Ready", "ActiveServing", f"{active.name} is active")
