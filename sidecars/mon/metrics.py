@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 PROBE_LABELS = ("namespace", "monitor", "probe", "kind")
 ALERT_STATES = ("ok", "pending", "alerting", "suppressed")
+RELOAD_RESULTS = ("applied", "error")
+PUBLISH_RESULTS = ("ok", "error")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -71,6 +73,11 @@ class Metrics:
             registry=r,
         )
         self.probes_configured = Gauge("hastack_mon_probes", "Probes configured in this process", registry=r)
+        # exported at 0 from the start, so that increase() in an alert sees the first error
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result)
+        for result in PUBLISH_RESULTS:
+            self.status_publishes.labels(result)
 
     def set_alert_state(self, labels: tuple[str, ...], state: str) -> None:
         for s in ALERT_STATES:
