@@ -28,6 +28,9 @@ HEARTBEAT_SOCKET = f"{RUN_DIR}/heartbeat.sock"
 MON_SOCKET = f"{RUN_DIR}/mon.sock"
 STATE_FILE = f"{RUN_DIR}/state.json"
 GATE_ACK_FILE = f"{RUN_DIR}/gate.ack"
+# fsinit's outcome (action, reason, device), written when it exits; heartbeat waits for it before
+# mounting a device that carries no filesystem yet (day 0).
+FSINIT_RESULT = f"{RUN_DIR}/fsinit.json"
 GATE_BINARY = "/hastack/bin/gate"
 
 # Ports (DRBD's and Heartbeat's own)
