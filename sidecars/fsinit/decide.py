@@ -56,6 +56,11 @@ def decide(f: Facts) -> Decision:
     return Decision(Action.FORMAT, f"{f.device} is blank, never written, and this member holds the Lease")
 
 
+def lease_holder(heartbeat_status: dict[str, Any]) -> str:
+    """The Lease holder heartbeat last observed ("" while nobody has taken it: day 0)."""
+    return str((heartbeat_status.get("lease") or {}).get("holder") or "")
+
+
 def holds_lease(heartbeat_status: dict[str, Any]) -> bool:
     """From heartbeat's ``status`` reply: this member is the Lease holder."""
     lease = heartbeat_status.get("lease") or {}
@@ -67,6 +72,11 @@ def exposed_device(heartbeat_status: dict[str, Any]) -> str:
     """The block device heartbeat exposed for the volume (empty until it has)."""
     volume = heartbeat_status.get("volume") or {}
     return str(heartbeat_status.get("device") or volume.get("device") or "")
+
+
+def day0_known(blockrepl_status: dict[str, Any]) -> bool:
+    """blockrepl can answer "never written anywhere" (it has heard every peer's identifiers)."""
+    return blockrepl_status.get("day0_everywhere", False) is not None
 
 
 def never_written(blockrepl_status: dict[str, Any]) -> bool:
