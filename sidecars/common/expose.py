@@ -39,6 +39,7 @@ class Exposed:
     device: str  # /dev/loopN or /dev/nbdN
     method: str  # "nbdfuse" or "nbd"
     workdir: str  # where the FUSE mount, the pid file and the record live
+    backing: str = ""  # nbdfuse: the FUSE file's "maj:min:inode", to find a stale loop device again
 
 
 async def _run(*argv: str, timeout: float = TIMEOUT, check: bool = True) -> str:
@@ -82,16 +83,28 @@ def kernel_nbd_available() -> bool:
     )
 
 
+def backing_id(file: str) -> str:
+    """``maj:min:inode`` of ``file`` (what losetup reports as BACK-MAJ:MIN and BACK-INO)."""
+    st = os.stat(file)
+    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}:{st.st_ino}"
+
+
 async def loop_for(file: str) -> str | None:
     """The loop device already attached to ``file``, matched by its backing device *and* inode.
 
     The inode alone is not enough: every nbdfuse file is inode 2 of its own FUSE filesystem.
     """
     try:
-        st = os.stat(file)
+        return await loop_backed_by(backing_id(file))
     except OSError:
         return None
-    want = (f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}", str(st.st_ino))
+
+
+async def loop_backed_by(backing: str) -> str | None:
+    """The loop device whose backing file is ``maj:min:inode`` (even a file no longer reachable:
+    the FUSE mount of a member whose container was killed)."""
+    majmin, _, ino = backing.rpartition(":")
+    want = (majmin, ino)
     out = await _run("losetup", "--list", "--json", "--output", "NAME,BACK-MAJ:MIN,BACK-INO", check=False)
     with contextlib.suppress(ValueError):
         for dev in json.loads(out or "{}").get("loopdevices", []):
@@ -126,7 +139,7 @@ async def expose(uri: str, workdir: str, wait: float = TIMEOUT) -> Exposed:
     device = await loop_for(str(file))
     if device is None:
         device = await _run("losetup", "--find", "--show", str(file))
-    exp = Exposed(device, "nbdfuse", str(wd))
+    exp = Exposed(device, "nbdfuse", str(wd), backing_id(str(file)))
     (wd / "exposed.json").write_text(json.dumps(asdict(exp)))
     log.info("exposed", extra=kv(device=device, method="nbdfuse", uri=uri))
     return exp
@@ -162,25 +175,44 @@ async def unexpose(workdir: str) -> None:
         await _run("nbd-client", "-d", exp.device, check=False)
         rec.unlink(missing_ok=True)
         return
-    device = await loop_for(str(mnt / "nbd")) if is_mountpoint(str(mnt)) else None
+    live = is_mountpoint(str(mnt))
+    if live:
+        device = await loop_for(str(mnt / "nbd"))
+    else:  # the FUSE mount died with a killed container: its loop device may still be attached
+        device = await loop_backed_by(exp.backing) if exp is not None and exp.backing else None
     if device is not None:
         if device_mounted(device):
             raise ExposeError(f"{device} is still mounted: unmount it before unexpose")
-        await _run("blockdev", "--flushbufs", device)  # fsync: reaches the Primary as NBD FLUSH
+        # fsync: reaches the Primary as NBD FLUSH (nothing can reach a dead nbdfuse: no check then)
+        await _run("blockdev", "--flushbufs", device, check=live)
         await _run("losetup", "--detach", device)
-    if is_mountpoint(str(mnt)):
-        await _run("fusermount3", "-u", str(mnt))
-    pid = _read_pid(pidfile)
-    if pid is not None:
+    if live:
+        await _unmount_fuse(mnt)
+        pid = _read_pid(pidfile)
         deadline = asyncio.get_running_loop().time() + TIMEOUT
-        while _alive(pid) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - not our child
+        while pid is not None and _alive(pid) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        if _alive(pid):
+        if pid is not None and _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        pidfile.unlink(missing_ok=True)
+    # Without a live mount the pid file is a dead container's: its number may be anyone's here.
+    pidfile.unlink(missing_ok=True)
     rec.unlink(missing_ok=True)
     log.info("unexposed", extra=kv(device=device, workdir=workdir))
+
+
+async def _unmount_fuse(mnt: Path, wait: float = 10.0) -> None:
+    """The kernel lets go of a detached loop device's backing file a moment after ``losetup
+    --detach`` returns (seen in pods: "Device or resource busy"); retry until the FUSE mount is free."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            await _run("fusermount3", "-u", str(mnt))
+            return
+        except ExposeError as exc:
+            if "busy" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.1)
 
 
 def _read_pid(path: Path) -> int | None:
