@@ -29,6 +29,11 @@ WORKLOADS = {  # name: (fio rw, bs, iodepth, target ratio)
     "rand write 4k qd16 (IOPS)": ("randwrite", "4k", 16, 0.50),
     "rand read 4k qd16 (IOPS)": ("randread", "4k", 16, 0.80),
 }
+SHORT = {
+    "seq": "seq write 1M qd8 (MB/s)",
+    "randwrite": "rand write 4k qd16 (IOPS)",
+    "randread": "rand read 4k qd16 (IOPS)",
+}
 
 
 def fio(uri: str, rw: str, bs: str, depth: int, seconds: float, size: int, cwd: pathlib.Path) -> dict[str, float]:
@@ -110,18 +115,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp"))
+    p.add_argument("--workloads", default="seq,randwrite,randread", help="comma list of: " + ",".join(SHORT))
+    p.add_argument("--protocols", default="C,B,A", help="comma list of blockrepl protocols to run")
+    p.add_argument("--no-resync", action="store_true", help="skip the resync measurement")
     ns = p.parse_args(argv)
+    workloads = {SHORT[w]: WORKLOADS[SHORT[w]] for w in ns.workloads.split(",")}
+    protocols = ns.protocols.split(",")
     size = ns.size_mib << 20
+    load0 = os.getloadavg()
     root = pathlib.Path(tempfile.mkdtemp(prefix="blockrepl-bench-", dir=ns.dir))
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     usage: dict[str, tuple[float, int]] = {}
     anchor = Nbdkit(root, size)
-    pairs = {proto: start_pair(root / f"proto{proto}", size, proto) for proto in ("C", "B", "A")}
+    pairs = {proto: start_pair(root / f"proto{proto}", size, proto) for proto in protocols}
     try:
-        for wl, (rw, bs, depth, _) in WORKLOADS.items():
+        for wl, (rw, bs, depth, _) in workloads.items():
             sides = {"nbdkit": anchor.uri, **{f"blockrepl {k}": v[0].nbd_uri for k, v in pairs.items()}}
             if rw == "randread":  # reads are served locally: one protocol is enough
-                sides = {"nbdkit": anchor.uri, "blockrepl C": pairs["C"][0].nbd_uri}
+                first = protocols[0]
+                sides = {"nbdkit": anchor.uri, f"blockrepl {first}": pairs[first][0].nbd_uri}
             for _ in range(ns.rounds):
                 for side, uri in sides.items():  # alternate sides within every round
                     res = fio(uri, rw, bs, depth, ns.seconds, size, root)
@@ -149,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nper replica over the whole run: CPU seconds, peak RSS")
     for name, (cpu, rss) in usage.items():
         print(f"  {name:<10} {cpu:8.1f} s {rss / 2**20:8.1f} MiB")
-    for rate in (20, 50):
+    load1 = os.getloadavg()
+    print(f"load average (1/5/15 min) at start {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f}, "
+          f"at end {load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f}")  # fmt: skip
+    for rate in () if ns.no_resync else (20, 50):
         got, want = resync_rate(root / f"resync{rate}", rate)
         print(f"resync of 64 MiB dirty with sync.rate {want} MiB/s: {got:.1f} MiB/s ({got / want:.2f} of the limit)")
     shutil.rmtree(root, ignore_errors=True)

@@ -26,6 +26,7 @@ from hastack_blockrepl.inflight import Link, Pending
 from hastack_blockrepl.meta import AL_SLOTS, DAY0, DISKLESS, INCONSISTENT, UP_TO_DATE, Super, new_uuid
 from hastack_blockrepl.metrics import Metrics
 from hastack_blockrepl.nbdproto import EIO, EPERM
+from hastack_blockrepl.rxbuf import stable
 from hastack_common.config_blockrepl import BlockreplConfig
 from hastack_common.ctlsock import EventBus
 from hastack_common.logs import kv
@@ -240,11 +241,13 @@ class Engine:
             return
         if self.gate.blocked():
             self.counters["held_writes"] += 1
-            keep = bytes(data) if isinstance(data, memoryview) else data
+            keep = data if op != "write" or stable(data) else bytes(data)
             self.gate.queue(lambda: self.write(offset, keep, fua, done, op), done)
             return
         length = len(data) if op == "write" else int(data)  # zero/trim: data is the length
         if self.need_rotate or (not self.diskless() and self.al.missing(offset, length)):
+            if op == "write" and not stable(data):  # the caller's buffer is reused once it returns
+                data = bytes(data)
             fut = self._prepare(offset, length)
             fut.add_done_callback(lambda f: self._after_prepare(f, offset, data, fua, done, op))
             return

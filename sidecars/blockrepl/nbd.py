@@ -1,7 +1,9 @@
 """The NBD frontend: an asyncio server on a Unix socket (or loopback TCP), Primary only.
 
-Each connection parses every complete request in a socket read, serves reads inline, hands
-writes to the engine, and answers with one write per batch. Many requests are in flight per
+Each connection reads into preallocated buffers (a BufferedProtocol; a large WRITE payload
+is read straight into a buffer of its own, rxbuf.py), parses every complete request in a
+socket read, serves reads inline, hands writes to the engine, and answers with one write per
+batch. Many requests are in flight per
 connection; reading pauses above a bound or while a peer link is congested (back-pressure).
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from hastack_blockrepl import nbdproto as P
 from hastack_blockrepl.engine import PRIMARY, Engine
+from hastack_blockrepl.rxbuf import BIG, RxBuffer
 from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
@@ -22,14 +25,13 @@ MAX_IN_FLIGHT = 512
 FLAGS = P.TF_HAS_FLAGS | P.TF_SEND_FLUSH | P.TF_SEND_FUA | P.TF_SEND_TRIM | P.TF_SEND_WRITE_ZEROES | P.TF_SEND_FAST_ZERO
 
 
-class NbdConnection(asyncio.Protocol):
+class NbdConnection(asyncio.BufferedProtocol):
     def __init__(self, server: NbdServer) -> None:
         self.server, self.engine = server, server.engine
         self.hs = P.ServerHandshake(server.exports(), default=server.export_name, refuse=server.refusal)
         self.transport: asyncio.Transport | None = None
-        self.chunks: list[bytes] = []
-        self.have = 0
-        self.need = P.REQ.size
+        self.rx = RxBuffer()
+        self.big_head = b""
         self.out: list[Any] = []
         self.flush_scheduled = False
         self.in_flight = 0
@@ -55,8 +57,15 @@ class NbdConnection(asyncio.Protocol):
             self._flush_out()
             self.transport.close()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.rx.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        rx = self.rx
+        rx.updated(nbytes)
         if self.hs.state != "transmission":
+            data = bytes(rx.mv[rx.start : rx.end])
+            rx.start = rx.end = 0
             out = self.hs.feed(data)
             if out and self.transport:
                 self.transport.write(out)
@@ -70,35 +79,45 @@ class NbdConnection(asyncio.Protocol):
             self.counted = True
             self.engine.nbd_clients += 1
             self.server.conns.add(self)
-            data = bytes(self.hs.buf)
+            rest = bytes(self.hs.buf)
             self.hs.buf.clear()
-            if not data:
-                return
+            rx.get_buffer()[: len(rest)] = rest  # at most one read's worth: fits the empty buffer
+            rx.updated(len(rest))
         if self.closing:
+            rx.start = rx.end = 0
+            if rx.big is not None:
+                rx.take_big()
             return
-        self.chunks.append(data)
-        self.have += len(data)
-        if self.have < self.need:
-            return
-        buf = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         try:
-            reqs, pos = P.parse_requests(buf, 0, self.engine.size)
+            self._parse()
         except P.ProtocolError as exc:
             log.warning("NBD protocol error: disconnecting client", extra=kv(error=str(exc)))
             self.close()
             return
-        rest = buf[pos:]
-        self.chunks = [rest] if rest else []
-        self.have = len(rest)
-        self.need = P.REQ.size
-        if len(rest) >= P.REQ.size:
-            _, _, cmd, _, _, length = P.REQ.unpack_from(rest)
-            if cmd == P.CMD_WRITE:
-                self.need = P.REQ.size + length
-        for r in reqs:
-            self._handle(r)
         self._flush_out()
         self._maybe_pause()
+
+    def _parse(self) -> None:
+        """Serve every complete request; a large WRITE still arriving gets a buffer of its own."""
+        rx, size = self.rx, self.engine.size
+        if rx.big is not None:
+            if not rx.big_done():
+                return
+            _, flags, cmd, cookie, offset, length = P.REQ.unpack(self.big_head)
+            req = P.Request(cmd, flags, cookie, offset, length, rx.take_big())
+            req.error = P.validate(req, size)
+            self._handle(req)
+        reqs, rx.start = P.parse_requests(rx.mv[: rx.end], rx.start, size)
+        for r in reqs:
+            self._handle(r)
+        if rx.available >= P.REQ.size:
+            _, _, cmd, _, _, length = P.REQ.unpack_from(rx.buf, rx.start)
+            if cmd == P.CMD_WRITE:  # parse_requests stopped here: the payload is not all here
+                if length >= BIG:
+                    self.big_head = bytes(rx.mv[rx.start : rx.start + P.REQ.size])
+                    rx.start_big(P.REQ.size, length)
+                else:
+                    rx.ensure_room(P.REQ.size + length)
 
     def _handle(self, r: P.Request) -> None:
         cmd, cookie = r.cmd, r.cookie

@@ -109,9 +109,8 @@ class PeerLink:
             "peer_role": self.peer_role,
             "peer_disk": self.peer_disk,
             "out_of_sync_bytes": self.oos_bytes(),
-            "send_buffer_bytes": self.proto.transport.get_write_buffer_size()
-            if self.proto is not None and self.proto.transport is not None
-            else 0,
+            "send_buffer_bytes": self.proto.buffered_bytes() if self.proto is not None else 0,
+            "wire_version": self.proto.version if self.proto is not None and self.proto.authed else None,
             "unacked_bytes": lag,
             "bitmap_uuid": f"{self.engine.bitmap_uuid(self.node_id):016X}",
             "split_brain": self.split_brain,

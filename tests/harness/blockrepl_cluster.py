@@ -37,6 +37,7 @@ class Replica:
     sup: Supervisor
     netns: str | None = None
     child: Child | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of the replica process
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +69,7 @@ class Replica:
         cmd = [sys.executable, "-m", "hastack_blockrepl", "--config", str(cfgp)]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        env = {"HASTACK_LOG_LEVEL": "DEBUG" if os.environ.get("BLOCKREPL_DEBUG") else "INFO"}
+        env = {"HASTACK_LOG_LEVEL": "DEBUG" if os.environ.get("BLOCKREPL_DEBUG") else "INFO", **self.env}
         self.child = self.sup.start(f"node{self.node_id}", cmd, env=env)
         self.log = self.child.log_path
         if wait:
