@@ -34,6 +34,7 @@ from harness.heartbeat_volume import (  # noqa: E402
     cleanup_exposures,
     cleanup_mounts,
     format_volume,
+    link_heartbeat_sockets,
     make_replicas,
     node_dies,
     volume_config,
@@ -65,8 +66,8 @@ def trial(net: HeartbeatNet, replicas: Any = None, tmp: pathlib.Path | None = No
     old = wait_for(lambda: len(a := actives(net)) == 1 and a[0], 30, "one active")
     standby = next(n for n in net.members if n != old)
     mem = net.members[standby]
-    wait_for(lambda: mem.status()["peers"][old]["state"] == "alive" and mem.status()["role"] == "standby",
-             30, "standby ready")
+    wait_for(lambda: (st := mem.status())["peers"][old]["state"] == "alive" and st["role"] == "standby"
+             and st["eligible"], 60, "standby ready (resynced: no Outdated record left)")
     time.sleep(1.0)  # a steady state: the Lease renewed a few times
     t0 = time.monotonic()
     if replicas is None:
@@ -100,7 +101,7 @@ def main() -> int:
         install_crd(cp)
         per_member = None
         if ns.volume:
-            replicas = make_replicas(tmp / "blockrepl")
+            replicas = make_replicas(tmp / "blockrepl", lease_fenced="bench")  # as the operator renders it
             replicas.start()
             replicas.wait_connected()
             format_volume(replicas, tmp / "fsinit")
@@ -108,6 +109,8 @@ def main() -> int:
         net = HeartbeatNet(tmp, n=2, prefix="bench", namespace="hb-bench", kubeconfig=cp.kubeconfig,
                            per_member=per_member)
         setup_cluster(cp, net)
+        if replicas is not None:
+            link_heartbeat_sockets(replicas.root, net)
         for name in net.members:
             net.start(name)
         results = []

@@ -11,14 +11,11 @@ from typing import Any
 
 import yaml
 
-from hastack_common import config_blockrepl, config_heartbeat, config_mon, consts, outdate_peer
+from hastack_common import config_blockrepl, config_heartbeat, config_mon, consts
 from hastack_common.sizing import quantity_bytes
 from hastack_operator.resources import names
 from hastack_operator.resources.members import BACKING_DEVICE, DATA_DIR, METRICS_PORTS, SECRET_DIR
 from hastack_operator.resources.spec import HACluster, ReplicatedVolume
-
-# blockrepl's fence-peer handler in a cluster: heartbeat records the peer Outdated on the Lease.
-FENCE_PEER_COMMAND = outdate_peer.FENCE_PEER_COMMAND
 
 
 def _dump(model: Any) -> str:
@@ -74,7 +71,8 @@ def blockrepl(cluster: HACluster, volume: ReplicatedVolume, ordinal: int) -> con
                  **({"verifySchedule": volume.spec["verify"]} if volume.spec.get("verify") else {})},
         "splitBrain": sb,
         "fencing": "resource-only",
-        "handlers": {"fencePeer": FENCE_PEER_COMMAND},
+        # blockrepl's fence-peer handler in a cluster: heartbeat records the peer Outdated on the Lease
+        "handlers": {"outdatePeerSocket": consts.HEARTBEAT_SOCKET},
         "metrics": {"listen": f"0.0.0.0:{METRICS_PORTS['blockrepl']}"},
     })
 

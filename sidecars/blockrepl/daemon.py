@@ -14,7 +14,7 @@ from hastack_blockrepl import cron, verify
 from hastack_blockrepl.control import Control
 from hastack_blockrepl.disk import attach
 from hastack_blockrepl.engine import PRIMARY, Engine
-from hastack_blockrepl.fence import CommandFenceHandler, FencePeerHandler, FenceRequest, fence_until_done
+from hastack_blockrepl.fence import FencePeerHandler, FenceRequest, fence_until_done, handler_for
 from hastack_blockrepl.metrics import Metrics
 from hastack_blockrepl.nbd import NbdServer
 from hastack_blockrepl.peerconn import Replication
@@ -47,8 +47,8 @@ class Daemon:
         self.cfg, self.path = cfg, path
         self.builtin_fence = fence_handler is None
         self.fence_handler = fence_handler
-        if fence_handler is None and cfg.handlers.fence_peer:
-            self.fence_handler = CommandFenceHandler(cfg.handlers.fence_peer, cfg.handlers.fence_timeout)
+        if fence_handler is None:
+            self.fence_handler = handler_for(cfg.handlers)
         self.stop_event = asyncio.Event()
 
     async def run(self) -> int:
@@ -141,8 +141,7 @@ class Daemon:
                 if link is not None:
                     link.name, link.address = p.name or link.name, p.address
             if self.builtin_fence:
-                h = plan.config.handlers
-                self.fence_handler = CommandFenceHandler(h.fence_peer, h.fence_timeout) if h.fence_peer else None
+                self.fence_handler = handler_for(plan.config.handlers)
             if plan.reconnect:
                 for link in repl.links.values():
                     if link.proto is not None:

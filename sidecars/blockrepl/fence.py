@@ -3,9 +3,10 @@
 A handler is anything with ``async fence(request) -> FenceResult``. Built in here: a command
 run on the host (DRBD's ``fence-peer`` handler; exit codes as DRBD's: 0, 3 "peer already
 Inconsistent", 4 "peer Outdated", 5 "peer down", 6 "peer is Primary: refuse", 7 "peer fenced
-(STONITH)"). The Kubernetes handler that records the peer Outdated on the HACluster's Lease
-plugs in through the same interface. The engine holds writes while a fence is pending and
-retries a failed one with backoff; only success releases them.
+(STONITH)"), and, in a cluster, heartbeat's socket (:class:`SocketFenceHandler`: heartbeat
+records the peer Outdated on the HACluster's Lease while it holds it; no process is started, so
+a new Primary's first writes wait milliseconds, not a Python start-up). The engine holds writes
+while a fence is pending and retries a failed one with backoff; only success releases them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from hastack_common import ctlsock, outdate_peer
+from hastack_common.config_blockrepl import Handlers
 from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,31 @@ class CommandFenceHandler:
         if code in SUCCESS_CODES:
             return FenceResult(True, f"exit {code}: {SUCCESS_CODES[code]} {text}".strip())
         return FenceResult(False, f"fence-peer handler exit {code}: {text or 'no output'}")
+
+
+class SocketFenceHandler:
+    """Asks heartbeat (``outdate-peer`` on its control socket) to record the peer Outdated."""
+
+    def __init__(self, socket: str, timeout: float) -> None:
+        self.socket, self.timeout = socket, timeout
+
+    async def fence(self, req: FenceRequest) -> FenceResult:
+        args = outdate_peer.OutdatePeerRequest(peer_node_id=req.peer_node_id, peer_name=req.peer_name,
+                                               resource=req.resource).model_dump(by_alias=True)
+        try:
+            reply = await ctlsock.call(self.socket, outdate_peer.OUTDATE_PEER_CMD, args, timeout=self.timeout)
+        except ctlsock.ControlError as exc:
+            return FenceResult(False, f"heartbeat did not record the peer Outdated: {exc}")
+        return FenceResult(True, f"peer Outdated: recorded on the Lease ({reply})")
+
+
+def handler_for(handlers: Handlers) -> FencePeerHandler | None:
+    """The configured fence-peer handler: heartbeat's socket, a command, or none."""
+    if handlers.outdate_peer_socket:
+        return SocketFenceHandler(handlers.outdate_peer_socket, handlers.fence_timeout)
+    if handlers.fence_peer:
+        return CommandFenceHandler(handlers.fence_peer, handlers.fence_timeout)
+    return None
 
 
 async def fence_until_done(

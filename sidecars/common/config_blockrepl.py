@@ -158,6 +158,9 @@ class SplitBrain(_Model):
 
 class Handlers(_Model):
     fence_peer: list[str] | None = Field(None, description="command run when a peer is lost while Primary")
+    outdate_peer_socket: str | None = Field(
+        None, description="built-in fence-peer handler: heartbeat's control socket, asked to record the lost "
+                          "peer Outdated on the Lease (hastack_common.outdate_peer); replaces fencePeer")
     fence_timeout: Seconds = 30.0
     pri_lost_after_sb: list[str] | None = None
 
@@ -195,9 +198,13 @@ class BlockreplConfig(_Model):
             raise ValueError("peers: duplicate nodeId")
         if len(ids) > MAX_PEERS:
             raise ValueError(f"peers: at most {MAX_PEERS} peers (3 replicas)")
-        if self.fencing == "resource-only" and self.peers and not self.handlers.fence_peer:
+        if self.handlers.fence_peer and self.handlers.outdate_peer_socket:
+            raise ValueError("handlers: set fencePeer (a command) or outdatePeerSocket (heartbeat's socket), not both")
+        has_handler = self.handlers.fence_peer or self.handlers.outdate_peer_socket
+        if self.fencing == "resource-only" and self.peers and not has_handler:
             raise ValueError(
-                "fencing: resource-only needs handlers.fencePeer (a command that outdates the peer); "
+                "fencing: resource-only needs handlers.fencePeer (a command that outdates the peer) or "
+                "handlers.outdatePeerSocket (heartbeat records it on the Lease); "
                 "set fencing: dont-care to run without (a lost peer may then be promoted with stale data)"
             )
         if self.size is not None and self.size % BLOCK:

@@ -62,11 +62,13 @@ class ResourceGroup:
             if agent in self.started:
                 continue
             log.info("agent start", extra=kv(agent=agent.name, reason=reason))
+            began = self.clock()
             try:
                 await self._run(agent, "start", agent.start)
             except AgentError:
                 await self._stop_started()
                 raise
+            log.info("agent started", extra=kv(agent=agent.name, seconds=round(self.clock() - began, 3)))
             self.started.append(agent)
             if agent.phase:
                 timeline.phase(self.clock(), agent.phase)

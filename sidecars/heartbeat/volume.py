@@ -29,6 +29,10 @@ from hastack_heartbeat.agents import AgentError
 log = logging.getLogger(__name__)
 
 
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 async def _blank(dev: str) -> bool:
     """No signature of any kind on ``dev`` (``blkid -p``: exit 2 is "nothing found")."""
     proc = await asyncio.create_subprocess_exec("blkid", "-p", dev, stdout=asyncio.subprocess.DEVNULL,
@@ -149,10 +153,16 @@ class FilesystemAgent:
             await asyncio.wait_for(asyncio.to_thread(os.listdir, self.dir), 10)  # a read must succeed
             log.info("filesystem already mounted, reused", extra=kv(device=dev, dir=self.dir))
         else:
+            t0 = loop_time()
             if self.fsck and self.fstype == "ext4":
                 await _run("e2fsck", "-p", dev, timeout=self.timeout, ok=(0, 1))
+            t1 = loop_time()
             await _run("mount", "-t", self.fstype, dev, self.dir, timeout=60)
+            log.info("filesystem mounted", extra=kv(device=dev, fsck_seconds=round(t1 - t0, 3),
+                                                    mount_seconds=round(loop_time() - t1, 3)))
+        t2 = loop_time()
         await self._grow(dev)
+        log.info("filesystem grown to the device", extra=kv(seconds=round(loop_time() - t2, 3)))
 
     async def _wait_for_fsinit(self, dev: str) -> None:
         """Day 0: the device carries no filesystem yet. Only fsinit formats (DESIGN "Who formats"),

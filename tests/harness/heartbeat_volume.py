@@ -21,23 +21,23 @@ from harness.procs import run, wait_for
 from hastack_common import expose
 
 
-def make_replicas(root: Path, n: int = 2, size: int = 64 << 20, fence: list[str] | None = None) -> Cluster:
+def make_replicas(root: Path, n: int = 2, size: int = 64 << 20, lease_fenced: str = "") -> Cluster:
     """blockrepl replicas with resource-level fencing as on a host: the Primary outdates a lost peer
     through the peer's socket; a peer whose replica does not answer at all is down (DRBD's exit 5).
-    ``fence`` replaces that handler (e.g. :func:`lease_fence`)."""
+    ``lease_fenced`` (the members' prefix): the cluster's handler instead, as the operator renders
+    it -- heartbeat's socket records the peer Outdated on the Lease (``root/hb<node id>.sock``,
+    linked to each member's socket by :func:`link_heartbeat_sockets`), peers named as members."""
     root.mkdir(parents=True, exist_ok=True)
     sock = f'"{root}/ctl$HASTACK_PEER_NODE_ID.sock"'
     host_fence = ["sh", "-c", f"{VENV}/hastack blockrepl outdate --socket {sock} && exit 4; "
                   f"{VENV}/hastack blockrepl status --socket {sock} >/dev/null 2>&1 && exit 1; exit 5"]
-    return Cluster(root, n, size=size, fence_cmd=fence or host_fence)
-
-
-def lease_fence(root: Path) -> list[str]:
-    """The cluster's handler, as the operator renders it: ``hastack ctl heartbeat outdate-peer`` on
-    the replica's own member's socket (``root/hb<node id>.sock``, see :func:`link_heartbeat_sockets`).
-    The replicas here name their peers node<N>, not after the members: the node id alone says who."""
-    return ["sh", "-c", f'exec env -u HASTACK_PEER_NAME {VENV}/hastack ctl "{root}/hb$HASTACK_NODE_ID.sock" '
-            "outdate-peer"]
+    c = Cluster(root, n, size=size, fence_cmd=host_fence)
+    if lease_fenced:
+        for r in c.replicas:
+            r.cfg["handlers"] = {"outdatePeerSocket": str(root / f"hb{r.node_id}.sock")}
+            for peer in r.cfg["peers"]:
+                peer["name"] = f"{lease_fenced}-{peer['nodeId']}"
+    return c
 
 
 def link_heartbeat_sockets(root: Path, net: HeartbeatNet) -> None:
@@ -132,11 +132,10 @@ def start_members(replicas: Cluster, tmp_path: Path, hbcluster: Callable[..., He
 
 
 @contextlib.contextmanager
-def running_replicas(tmp: Path, lease_fenced: bool = False) -> Iterator[Cluster]:
+def running_replicas(tmp: Path, lease_fenced: str = "") -> Iterator[Cluster]:
     """Two connected replicas under ``tmp/blockrepl``; afterwards nothing mounted, exposed or running.
-    ``lease_fenced``: the cluster's fence-peer handler (:func:`lease_fence`) instead of the host's."""
-    root = tmp / "blockrepl"
-    c = make_replicas(root, fence=lease_fence(root) if lease_fenced else None)
+    ``lease_fenced``: the cluster's fence-peer handler instead of the host's (:func:`make_replicas`)."""
+    c = make_replicas(tmp / "blockrepl", lease_fenced=lease_fenced)
     try:
         c.start()
         c.wait_connected()

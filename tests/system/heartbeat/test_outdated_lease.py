@@ -32,13 +32,14 @@ from harness.heartbeat_volume import (
 from harness.procs import wait_for
 from hastack_common.outdate_peer import annotation_key
 
+PREFIX = "lout"
 LEASE_GONE = 4.0 + 2 * 1.0 + 4.0  # well past the Lease's expiry in the standby's observation
 FAILOVER_BOUND = 4.0 + 2 * 1.0 + 10.0
 
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[Cluster]:
-    with running_replicas(tmp_path, lease_fenced=True) as c:
+    with running_replicas(tmp_path, lease_fenced=PREFIX) as c:
         yield c
 
 
@@ -60,7 +61,7 @@ def write_synced(path: Path, text: str) -> None:
 def _link_drops_primary_writes_alone(replicas: Cluster, tmp_path: Path, cp: ControlPlane,
                                      hbcluster: Callable[..., HeartbeatNet], *extra: str
                                      ) -> tuple[HeartbeatNet, Callable[[], str | None], str, str]:
-    net, active = start_members(replicas, tmp_path, hbcluster, "lout", *extra)
+    net, active = start_members(replicas, tmp_path, hbcluster, PREFIX, *extra)
     names = list(net.members)
     old = wait_for(active, 60, "one active member with its volume mounted")
     standby = next(n for n in names if n != old)
