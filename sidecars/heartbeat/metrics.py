@@ -31,6 +31,8 @@ class Metrics:
                                    ["reason"], registry=r)
         self.packets = Counter("hastack_heartbeat_packets_total", "Valid datagrams, by kind and direction",
                                ["kind", "direction"], registry=r)
+        self.eligible = Gauge("hastack_heartbeat_eligible", "1 while this member may become active (not held "
+                              "off by failures, not recorded Outdated), else 0", registry=r)
         self.fence_remaining = Gauge("hastack_heartbeat_fence_remaining_seconds", "How long the app may "
                                      "still run without a renewed right to stay active (0 when not active)",
                                      registry=r)

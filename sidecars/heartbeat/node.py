@@ -326,6 +326,7 @@ class Node:
             self.metrics.last_seen.labels(peer.name).set(age)
         until = self.state.fence_until
         self.metrics.fence_remaining.set(max(0.0, until - now) if until is not None else 0.0)
+        self.metrics.eligible.set(1 if m.eligible(self.state, now) else 0)
 
     def status(self) -> dict[str, Any]:
         st = member_status(self.state, self.clock(), self.timeline, self.addrs)

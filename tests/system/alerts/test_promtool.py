@@ -80,6 +80,7 @@ MUTATIONS = [
     ("HAClusterNoActiveMember", "for: 1m\n", "for: 0s\n"),  # a switchover gap would page
     ("HAClusterNoActiveMember", '(up{hacluster!=""})', '(up{hacluster="none"})'),  # no fallback on `up`
     ("HAClusterSplitBrain", "(hastack_blockrepl_split_brain) == 1", "(hastack_blockrepl_split_brain) == 2"),
+    ("HAClusterNoEligibleStandby", "hastack_heartbeat_eligible == 1", "hastack_heartbeat_eligible >= 0"),
     ("ReplicatedVolumeDegraded", 'state=~"Outdated|Inconsistent|Diskless"', 'state=~"Outdated|Diskless"'),
     ("ReplicatedVolumeDegraded", "unless on (namespace, hacluster, resource, pod)",
      "or on (namespace, hacluster, resource, pod)"),
