@@ -105,6 +105,10 @@ class Failover(_Model):
     failure_timeout: Duration = "10m"
     # mon's failover requests: at most one per this period is honoured.
     request_min_interval: Duration = "60s"
+    # the monitor operation: an app that exited (its gate says so) and has not run again for this
+    # long fails the resource group over (the kubelet restarts it meanwhile; CrashLoopBackOff
+    # waits 10 s, then 20 s, ...).
+    app_down_after: Duration = "15s"
 
 
 class Volume(_Model):

@@ -103,6 +103,26 @@ def read_acks(run_dir: str | os.PathLike[str]) -> dict[str, GateAck]:
     return acks
 
 
-def all_stopped(acks: dict[str, GateAck], generation: int) -> bool:
-    """True when every gate has acknowledged ``generation`` (or later) with its app stopped."""
-    return all(a.generation >= generation and not a.running for a in acks.values())
+def all_stopped(acks: dict[str, GateAck], generation: int, exited_count: bool = False) -> bool:
+    """True when every gate has acknowledged ``generation`` (or later) with its app stopped.
+
+    ``exited_count``: a gate whose last ack says its app exited (an exit code: the gate exited
+    with it) counts as stopped without acknowledging ``generation`` -- it is gone and cannot.
+    Only for a caller that has waited long enough for a restarted gate to have written a fresh
+    ack: a gate starts the app only after reading a serving state, and acks at once.
+    """
+    return all((a.generation >= generation or (exited_count and a.exit_code is not None)) and not a.running
+               for a in acks.values())
+
+
+def apps_down(acks: dict[str, GateAck], since_generation: int, now: float, after: float) -> list[str]:
+    """Gates whose app exited while serving (an ack of ``since_generation`` or later that says the
+    app is not running and gives its exit code) and has been down for ``after`` seconds or more,
+    by ``now`` (CLOCK_MONOTONIC, the clock of the acks). One line each, for the failure reason."""
+    down = []
+    for name, ack in sorted(acks.items()):
+        if ack.generation >= since_generation and not ack.running and ack.exit_code is not None \
+                and now - ack.at >= after:
+            down.append(f"app {name or 'gate'} exited {ack.exit_code} ({ack.reason or 'no reason'}) "
+                        f"{now - ack.at:.0f}s ago and has not run since")
+    return down

@@ -23,6 +23,7 @@ from hastack_common.durations import parse_duration
 from hastack_common.logs import kv
 from hastack_heartbeat import membership as m
 from hastack_heartbeat import wire
+from hastack_heartbeat.agents import AgentError
 from hastack_heartbeat.arbitration import LeaseRecord, Timings
 from hastack_heartbeat.control import handlers
 from hastack_heartbeat.events import (
@@ -50,6 +51,7 @@ from hastack_heartbeat.status import Timeline, member_status, volume_summary
 
 log = logging.getLogger(__name__)
 FAR_FUTURE = 10 * 365 * 86400.0
+EXITED_GATE_QUIET = 0.5  # a gate whose app exited and that wrote nothing newer for this long is gone
 
 
 class LeaseBackend(Protocol):
@@ -101,6 +103,7 @@ class Node:
         self.timeline = Timeline()
         self.addrs: dict[str, Any] = {}
         self.generation = int(time.time() * 1000)
+        self.serving_since: int | None = None  # first state generation of the current serving period
         self._transport: asyncio.DatagramTransport | None = None
         self._family = socket.AF_INET6
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -272,6 +275,7 @@ class Node:
             elif role is m.Role.ACTIVE:
                 try:
                     await self.agents.check()
+                    await self.check_apps()
                 except Exception as exc:
                     if self.state.role is m.Role.ACTIVE:
                         log.error("monitor failed", extra=kv(error=str(exc)))
@@ -306,16 +310,32 @@ class Node:
     def write_state(self) -> None:
         """Small write on a memory-backed volume; kept synchronous so a fence is never reordered."""
         self.generation += 1
-        state_file.write_state(self.cfg.run_dir, self.gate_state())
+        state = self.gate_state()
+        if not state.serve:
+            self.serving_since = None
+        elif self.serving_since is None:
+            self.serving_since = self.generation
+        state_file.write_state(self.cfg.run_dir, state)
+
+    async def check_apps(self) -> None:
+        """The monitor operation's app check, through the gates' acknowledgements."""
+        if self.serving_since is None:
+            return
+        acks = await asyncio.to_thread(state_file.read_acks, self.cfg.run_dir)
+        down = state_file.apps_down(acks, self.serving_since, time.monotonic(),
+                                    parse_duration(self.cfg.failover.app_down_after))
+        if down:
+            raise AgentError("; ".join(down))
 
     async def stop_app(self) -> None:
         """Wait until every gate acknowledged the current (not serving) state, or its grace is over."""
         gen = self.generation
         limit = parse_duration(self.cfg.gate_grace) + 5.0
-        deadline = self.clock() + limit
+        start = self.clock()
+        deadline = start + limit
         while self.clock() < deadline:
             acks = await asyncio.to_thread(state_file.read_acks, self.cfg.run_dir)
-            if state_file.all_stopped(acks, gen):
+            if state_file.all_stopped(acks, gen, exited_count=self.clock() - start >= EXITED_GATE_QUIET):
                 return
             await asyncio.sleep(0.05)
         log.warning("start gate did not acknowledge the stop", extra=kv(generation=gen, waited=limit))

@@ -255,3 +255,24 @@ def test_failover_request_from_mon_moves_the_group(hbcluster: Callable[..., Hear
     assert st["failures"] == 1 and "failover requested" in st["reason"]
     samples = net.members[other].metrics()
     assert samples['hastack_heartbeat_failover_duration_seconds_count{phase="serving"}'] >= 1
+
+
+def test_an_app_that_keeps_exiting_fails_the_group_over(hbcluster: Callable[..., HeartbeatNet],
+                                                        tmp_path: Path) -> None:
+    """The monitor operation checks the app through its gate: the active's app exits and does not
+    run again for appDownAfter (here no kubelet restarts it) -> demote, count a failure, hand over."""
+    gate = build_gate()
+    net = hbcluster(n=2, prefix="appdn", extra={"failover": {"appDownAfter": "2s"}})
+    old = start_all(net)
+    (tmp_path / f"{old}.fail").touch()
+    for name, mem in net.members.items():
+        marker, fail = tmp_path / f"{name}.running", tmp_path / f"{name}.fail"
+        net.sup.start(f"gate-{name}", [gate, "--state-dir", mem.run_dir, "--name", "app", "--", "sh", "-c",
+                                       f"[ -e {fail} ] && exit 3; touch {marker}; "
+                                       "while :; do sleep 0.05; done"])
+    other = next(n for n in net.members if n != old)
+    wait_for(lambda: actives(net) == [other], 2.0 + FAILOVER_BOUND, "the standby active after the app failed")
+    st = net.members[old].status()
+    assert st["failures"] == 1
+    assert st["reason"].startswith("resource failed: app app exited 3"), st["reason"]
+    wait_for((tmp_path / f"{other}.running").exists, 10, "the new active's app started by its gate")
