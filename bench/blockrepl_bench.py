@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in pairs.values():
             c.stop()
     print(f"blockrepl benchmark: {ns.rounds} rounds x {ns.seconds:.0f} s, {ns.size_mib} MiB preallocated files")
-    print(f"{'workload':<28} {'side':<13} {'median':>10} {'ratio':>7} {'target':>7} {'p99 us':>9}")
+    print("ratio: of the medians; paired: median (min-max) of each round's ratio to the nbdkit run beside it")
+    print(f"{'workload':<28} {'side':<13} {'median':>10} {'ratio':>7} {'target':>7} {'p99 us':>9}  paired")
     for wl, sides in results.items():
         rw, _, _, target = WORKLOADS[wl]
         key = "mbps" if rw == "write" else "iops"
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             p99 = statistics.median(r["p99_us"] for r in runs)
             ratio = med / base if base else 0.0
             tgt = f"{target:.2f}" if side == "blockrepl C" else ""
-            print(f"{wl:<28} {side:<13} {med:>10.0f} {ratio:>7.2f} {tgt:>7} {p99:>9.0f}")
+            pairs_ = [r[key] / b[key] for r, b in zip(runs, sides["nbdkit"], strict=True) if b[key]]
+            paired = f"{statistics.median(pairs_):.2f} ({min(pairs_):.2f}-{max(pairs_):.2f})" if pairs_ else ""
+            print(f"{wl:<28} {side:<13} {med:>10.0f} {ratio:>7.2f} {tgt:>7} {p99:>9.0f}  {paired}")
     print("\nper replica over the whole run: CPU seconds, peak RSS")
     for name, (cpu, rss) in usage.items():
         print(f"  {name:<10} {cpu:8.1f} s {rss / 2**20:8.1f} MiB")

@@ -17,7 +17,7 @@ from typing import Any
 
 from hastack_blockrepl import nbdproto as P
 from hastack_blockrepl.engine import PRIMARY, Engine
-from hastack_blockrepl.rxbuf import BIG, RxBuffer
+from hastack_blockrepl.rxbuf import BIG, RxBuffer, keep_large_buffers
 from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class NbdConnection(asyncio.BufferedProtocol):
             self.out.append(P.reply(cookie, err, self.structured, "I/O error" if err else ""))
             if not self.flush_scheduled:
                 self.flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush_out)
+                self.engine.loop.call_soon(self._flush_out)
             self._maybe_resume()
             if self.closing:
                 self._maybe_close()
@@ -193,7 +193,7 @@ class NbdConnection(asyncio.BufferedProtocol):
     def _schedule_flush(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_out)
+            self.engine.loop.call_soon(self._flush_out)
 
     def _flush_out(self) -> None:
         self.flush_scheduled = False
@@ -246,6 +246,7 @@ class NbdServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        keep_large_buffers()
         if self.socket_path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)

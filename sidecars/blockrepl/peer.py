@@ -364,7 +364,7 @@ class PeerLink:
     # ---- frames -----------------------------------------------------------------------------
     def on_frame(self, f: W.Frame) -> None:
         assert self.proto is not None
-        self.last_rx = asyncio.get_event_loop().time()
+        self.last_rx = self.engine.loop.time()
         e, t = self.engine, f.type
         if t in (W.WRITE, W.ZERO, W.TRIM):
             if self.decision is None or (self.peer_role != PRIMARY and (self.peer_state or {}).get("role") != PRIMARY):

@@ -18,7 +18,7 @@ from typing import Any
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.engine import Engine
 from hastack_blockrepl.peer import PeerLink
-from hastack_blockrepl.rxbuf import BIG
+from hastack_blockrepl.rxbuf import BIG, keep_large_buffers
 from hastack_blockrepl.sendq import SendQueue
 from hastack_common.logs import kv
 
@@ -89,7 +89,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
             self.q.flush()
         elif not self.flush_scheduled:
             self.flush_scheduled = True
-            asyncio.get_event_loop().call_soon(self.flush)
+            self.node.engine.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -173,6 +173,7 @@ class Replication:
         self.on_verify: Any = None
 
     async def start(self) -> None:
+        keep_large_buffers()
         host, _, port = self.engine.cfg.net.listen.rpartition(":")
         loop = asyncio.get_running_loop()
         if self.links:

@@ -9,6 +9,10 @@ longer and copy it. Views of an :class:`Owned` buffer may be kept as long as wan
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 SMALL = 256 << 10  # the shared buffer; every message read in place must fit in it
 BIG = 64 << 10  # tails at least this long are read into a buffer of their own
 
@@ -22,6 +26,37 @@ def stable(part: bytes | bytearray | memoryview) -> bool:
     if isinstance(part, memoryview):
         return isinstance(part.obj, (bytes, Owned))
     return isinstance(part, bytes)
+
+
+_IDLE_REFS = 3  # a pooled buffer nobody uses: the pool's list, the loop variable, getrefcount's argument
+
+
+class BufferPool:
+    """Owned buffers for large payloads, reused once nothing refers to them any more.
+
+    A view of a buffer keeps a reference to it (CPython reference counting), so a buffer
+    whose only holder is the pool cannot be in use anywhere: handing it out again is safe,
+    and saves zeroing a fresh 1 MiB buffer per request. Sizes are rounded up to a power of
+    two; at most ``keep_bytes`` per size are kept (at least two buffers).
+    """
+
+    def __init__(self, keep_bytes: int = 64 << 20) -> None:
+        self.keep_bytes = keep_bytes
+        self.free: dict[int, list[Owned]] = {}
+
+    def get(self, length: int) -> memoryview:
+        size = max(BIG, 1 << max(length - 1, 1).bit_length())
+        bufs = self.free.setdefault(size, [])
+        for buf in bufs:
+            if sys.getrefcount(buf) == _IDLE_REFS:
+                return memoryview(buf)[:length]
+        new = Owned(size)
+        if len(bufs) < max(2, self.keep_bytes // size):
+            bufs.append(new)
+        return memoryview(new)[:length]
+
+
+POOL = BufferPool()
 
 
 class RxBuffer:
@@ -68,7 +103,7 @@ class RxBuffer:
     def start_big(self, skip: int, length: int) -> None:
         """The message at ``start`` has a ``skip``-byte head and a ``length``-byte tail that is not
         all here yet: move what arrived of the tail into its own buffer and read the rest there."""
-        big = memoryview(Owned(length))
+        big = POOL.get(length)
         have = self.end - self.start - skip
         big[:have] = self.mv[self.start + skip : self.end]
         self.start = self.end = 0
@@ -78,3 +113,15 @@ class RxBuffer:
         assert self.big is not None
         big, self.big, self.big_fill = self.big, None, 0
         return big
+
+
+def keep_large_buffers() -> None:
+    """Have glibc serve 1 MiB payload buffers from the heap and keep freed memory for the next
+    one, instead of a fresh mmap (and a page fault per 4 KiB) for every request. Process-wide,
+    idempotent; a no-op where mallopt is missing."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 128 << 20)
+    except (OSError, AttributeError):
+        pass

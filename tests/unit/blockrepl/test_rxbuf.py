@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hastack_blockrepl import wire as W
-from hastack_blockrepl.rxbuf import BIG, SMALL, Owned, RxBuffer, stable
+from hastack_blockrepl.rxbuf import BIG, SMALL, BufferPool, Owned, RxBuffer, stable
 from hastack_blockrepl.sendq import SendQueue
 
 KEY = b"k" * 32
@@ -113,3 +113,22 @@ def test_sendq_keeps_order_and_never_refers_to_reused_memory() -> None:
         b.close()
 
     asyncio.run(main())
+
+
+def test_pool_reuses_only_buffers_nobody_refers_to() -> None:
+    pool = BufferPool()
+    a = pool.get(1 << 20)
+    a[:3] = b"abc"
+    b = pool.get(1 << 20)
+    assert a.obj is not b.obj  # a is still held
+    kept = a[1:2]
+    a_id = id(a.obj)
+    del a
+    assert id(pool.get(1 << 20).obj) != a_id  # a view of it is still held
+    del kept
+    c = pool.get(1000 << 10)
+    assert id(c.obj) == a_id and len(c) == 1000 << 10 and stable(c)
+    assert bytes(c[:3]) == b"abc"  # reused as it is: not zeroed again
+    del b, c
+    big = [pool.get(32 << 20) for _ in range(4)]
+    assert len(pool.free[32 << 20]) == 2 and len({id(v.obj) for v in big}) == 4
