@@ -23,6 +23,7 @@ from hastack_common import logs
 from hastack_common.config_heartbeat import load
 from hastack_common.logs import kv
 from hastack_heartbeat import membership as m
+from hastack_heartbeat import reload
 from hastack_heartbeat.agents import Agent, ResourceGroup
 from hastack_heartbeat.arbitration import Timings
 from hastack_heartbeat.events import RoleChanged, Switchover
@@ -94,13 +95,20 @@ async def run(ns: argparse.Namespace) -> int:
         node.role_listeners.append(lambda a, now: _on_role(node, recorder, a, now))
         node.outdated.emit = lambda kind, reason, message: node.spawn(
             recorder.emit(node.clock(), kind, reason, message))
+        node.emit = node.outdated.emit
         node.spawn(publisher.run())
         node.spawn(k8s.SwitchoverWatcher(api, cfg.namespace, cfg.cluster, recorder,
                                          period=timings.renew_period).run(node))
+    node.spawn(reload.watch(Path(ns.config), load, node.reconfigure, lambda error: _rejected(node, error)))
     loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(_terminate(node)))
     loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(_terminate(node)))
     await node.run()
     return 0
+
+
+def _rejected(node: Node, error: str) -> None:
+    node.emit("Warning", "ConfigRejected", f"{node.me}: heartbeat.yaml change refused, running on the previous "
+              f"configuration: {error}")
 
 
 async def _nothing() -> None:

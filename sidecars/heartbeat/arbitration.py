@@ -11,8 +11,10 @@ Every time here is the member's own monotonic clock; no clock is compared across
 * A renew *sent* at ``t_r`` that succeeds was written at ``W >= t_r``; a standby first sees that
   record at ``>= W`` and calls it expired ``leaseDuration`` later. The holder's lease right ends
   at ``t_r + renewDeadline``; ``renewDeadline + safetyMargin <= leaseDuration`` leaves the margin.
-* A heartbeat *sent* at ``t_s`` and acknowledged by peer P reached P at ``>= t_s``; P cannot call
-  the sender dead before ``t_s + deadTime``. The ack right ends at ``t_s + deadTime - margin``.
+* A heartbeat *sent* at ``t_s`` and acknowledged by peer P reached P at ``>= t_s``; P's ack
+  promises a deadTime ``d`` (wire.py) and P never calls the sender dead before ``receive time +
+  d`` for any ack it sent, so the ack right ends at ``t_s + d - margin`` -- whatever either
+  member's configured deadTime becomes later (timings reload online).
   A restarted P has forgotten it: it waits ``initDead >= deadTime`` from its own start, which
   came after its last ack.
 
@@ -74,30 +76,39 @@ def required_acks(n_peers: int) -> int:
     return n_peers
 
 
-def lease_until(renewed_at: float | None, t: Timings) -> float:
-    return NEVER if renewed_at is None else renewed_at + t.renew_deadline
+def lease_until(renewed_at: float | None, t: Timings, written_duration: float | None = None) -> float:
+    """``written_duration``: the leaseDuration that renewal wrote (what the standbys wait); after an
+    online change the right never outlasts it, whatever this member's renewDeadline says now."""
+    if renewed_at is None:
+        return NEVER
+    deadline = t.renew_deadline if written_duration is None else min(t.renew_deadline, written_duration - t.margin)
+    return renewed_at + deadline
 
 
-def ack_until(acked_sends: Mapping[str, float | None], t: Timings) -> float:
-    """End of the ack right: the ``required``-th newest acknowledged send time + deadTime - margin."""
+def ack_until(acked_sends: Mapping[str, float | None], t: Timings,
+              promised: Mapping[str, float] | None = None) -> float:
+    """End of the ack right: the ``required``-th latest of (acknowledged send time + the deadTime
+    that peer promised in that ack, else this member's own) - margin."""
     need = required_acks(len(acked_sends))
     if need == 0:
         return NEVER
-    times = sorted((v for v in acked_sends.values() if v is not None), reverse=True)
-    if len(times) < need:
+    ends = sorted((v + ((promised or {}).get(k) or t.dead) - t.margin
+                   for k, v in acked_sends.items() if v is not None), reverse=True)
+    if len(ends) < need:
         return NEVER
-    return times[need - 1] + t.dead - t.margin
+    return ends[need - 1]
 
 
 def right_until(
-    renewed_at: float | None, lease_lost: bool, acked_sends: Mapping[str, float | None], t: Timings
+    renewed_at: float | None, lease_lost: bool, acked_sends: Mapping[str, float | None], t: Timings,
+    promised: Mapping[str, float] | None = None, written_duration: float | None = None,
 ) -> float:
     """Until when (own monotonic clock) this holder may stay active; ``NEVER`` if it may not."""
     if lease_lost:  # the API server says another member holds the Lease
         return NEVER
     if not t.fencing:
         return math.inf
-    return max(lease_until(renewed_at, t), ack_until(acked_sends, t))
+    return max(lease_until(renewed_at, t, written_duration), ack_until(acked_sends, t, promised))
 
 
 def lease_expired(lease: LeaseRecord, observed_at: float, now: float) -> bool:

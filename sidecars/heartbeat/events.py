@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from hastack_heartbeat.arbitration import LeaseRecord
 
@@ -21,6 +21,7 @@ class Packet:
     eligible: bool = True
     ack_epoch: int = 0
     ack_seq: int = 0
+    dead: int = 0  # ack: the deadTime promised for the sender (wire.dead_code units); 0 not given
 
 
 # ---- events -------------------------------------------------------------------------------
@@ -42,6 +43,13 @@ class LeaseReply:
     outcome: Literal["ok", "conflict", "unreachable", "notfound"]
     record: LeaseRecord | None
     sent_at: float  # when the request was sent (own monotonic clock)
+
+
+@dataclass(frozen=True)
+class Reconfigure:
+    """New parameters from a changed heartbeat.yaml (same members; validated by the shell)."""
+
+    params: Any
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class SetBlocked:
 
 
 Event = (Tick | Received | LeaseReply | PromoteDone | DemoteDone | Switchover | FailoverRequest
-         | ResourceFailed | SetBlocked | LeaseObserved)
+         | ResourceFailed | SetBlocked | LeaseObserved | Reconfigure)
 
 
 # ---- actions ------------------------------------------------------------------------------

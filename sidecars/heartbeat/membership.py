@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hastack_heartbeat import arbitration as arb
+from hastack_heartbeat import wire
 from hastack_heartbeat.arbitration import LeaseRecord, Timings
 from hastack_heartbeat.events import (
     Action,
@@ -38,6 +39,7 @@ from hastack_heartbeat.events import (
     Promote,
     PromoteDone,
     Received,
+    Reconfigure,
     ResourceFailed,
     RoleChanged,
     Send,
@@ -90,6 +92,8 @@ class Peer:
     active: bool = False  # the peer's role flag in its latest packet
     eligible: bool = False  # the peer may become active (not held off by failures, not Outdated)
     acked_send: float | None = None  # send time of our newest heartbeat it acknowledged
+    acked_dead: float = 0.0  # the deadTime it promised in that ack (0: not given: use our own)
+    promised_until: float | None = None  # we promised (in our acks) not to call it dead before this
 
 
 @dataclass
@@ -105,6 +109,7 @@ class State:
     lease: LeaseRecord | None = None
     observed_at: float = 0.0  # when the current Lease record was first seen
     renewed_at: float | None = None  # send time of our newest successful Lease write as holder
+    renewed_duration: float | None = None  # the leaseDuration that write recorded
     lease_lost: bool = False
     api_ok: bool = False
     lease_inflight: bool = False
@@ -131,14 +136,15 @@ def peer_state(peer: Peer, started: float, now: float, t: Timings) -> PeerState:
     if peer.last_seen is None:
         return PeerState.DEAD if now - started >= t.init_dead else PeerState.INIT
     age = now - peer.last_seen
-    if age >= t.dead:
+    if age >= t.dead and (peer.promised_until is None or now >= peer.promised_until):
         return PeerState.DEAD
     return PeerState.WARN if age >= t.warn else PeerState.ALIVE
 
 
 def right_until(st: State) -> float:
     acked = {p.name: p.acked_send for p in st.peers.values()}
-    return arb.right_until(st.renewed_at, st.lease_lost, acked, st.params.timings)
+    promised = {p.name: p.acked_dead for p in st.peers.values()}
+    return arb.right_until(st.renewed_at, st.lease_lost, acked, st.params.timings, promised, st.renewed_duration)
 
 
 def eligible(st: State, now: float) -> bool:
@@ -194,6 +200,8 @@ def step(state: State, event: Event, now: float) -> tuple[State, list[Action]]:
             _demote(st, f"resource failed: {event.reason}", "", out)
     elif isinstance(event, SetBlocked):
         st.blocked = event.reason
+    elif isinstance(event, Reconfigure):
+        st.params = event.params
     elif isinstance(event, LeaseObserved) and event.record.holder == st.params.me and not st.lease_inflight:
         _observe(st, event.record, now)  # our own annotation write: renew on its version
     _tick(st, now, out)
@@ -254,27 +262,33 @@ def _receive(st: State, pkt: Packet, now: float, out: list[Action]) -> None:
     if pkt.epoch == peer.epoch and pkt.seq <= peer.seq:
         out.append(Dropped("replay", pkt.src))
         return
-    acked = peer.acked_send
+    acked, acked_dead = peer.acked_send, peer.acked_dead
     if pkt.kind == "ack" and pkt.ack_epoch == st.epoch:
         sent_at = st.sent[pkt.src].get(pkt.ack_seq)
         if sent_at is not None and (acked is None or sent_at > acked):
-            acked = sent_at
+            acked, acked_dead = sent_at, wire.dead_seconds(pkt.dead)
+    promised = peer.promised_until
+    dead = st.params.timings.dead
+    if pkt.kind == "hb":  # our ack promises `dead`: never call the sender dead before now + dead
+        promised = max(promised if promised is not None else now, now + dead)
     was_active = peer.active
     st.peers[pkt.src] = peer = dataclasses.replace(
         peer, epoch=pkt.epoch, seq=pkt.seq, last_seen=now, active=pkt.active, eligible=pkt.eligible,
-        acked_send=acked,
+        acked_send=acked, acked_dead=acked_dead, promised_until=promised,
     )
     if pkt.kind == "hb":
-        out.append(Send(_packet(st, pkt.src, "ack", now, ack_epoch=pkt.epoch, ack_seq=pkt.seq)))
+        out.append(Send(_packet(st, pkt.src, "ack", now, ack_epoch=pkt.epoch, ack_seq=pkt.seq,
+                                dead=wire.dead_code(dead))))
     if was_active and not pkt.active and st.lease is not None and st.lease.holder == pkt.src:
         st.next_lease_op = now  # the holder stepped down: look at the Lease now, not in a period
 
 
-def _packet(st: State, dst: str, kind: str, now: float, *, ack_epoch: int = 0, ack_seq: int = 0) -> Packet:
+def _packet(st: State, dst: str, kind: str, now: float, *, ack_epoch: int = 0, ack_seq: int = 0,
+            dead: int = 0) -> Packet:
     st.seq += 1
     return Packet(kind=kind, src=st.params.me, dst=dst, epoch=st.epoch, seq=st.seq,
                   active=st.role in FLAG_ACTIVE, eligible=eligible(st, now),
-                  ack_epoch=ack_epoch, ack_seq=ack_seq)
+                  ack_epoch=ack_epoch, ack_seq=ack_seq, dead=dead)
 
 
 def _tick(st: State, now: float, out: list[Action]) -> None:
@@ -340,7 +354,7 @@ def _lease_tick(st: State, now: float, out: list[Action]) -> None:
     renewing = st.role in HOLDING or (st.role is Role.DEMOTING and st.demote_keeps_right)
     if renewing and lease is not None:
         if now >= st.next_lease_op:
-            rec = dataclasses.replace(lease, holder=me, handover="")
+            rec = dataclasses.replace(lease, holder=me, handover="", duration=st.params.timings.lease_duration)
             _lease_op(st, LeaseOp("update", rec, lease.resource_version, now), out)
         return
     if st.role is Role.STANDBY and lease is not None and eligible(st, now):
@@ -397,7 +411,7 @@ def _lease_reply(st: State, ev: LeaseReply, now: float, out: list[Action]) -> No
         return
     _observe(st, ev.record, now)
     if ev.outcome == "ok" and ev.kind == "update" and ev.record.holder == me:
-        st.renewed_at = ev.sent_at
+        st.renewed_at, st.renewed_duration = ev.sent_at, ev.record.duration
         st.lease_lost = False
         if st.role is Role.ACQUIRING:
             st.peers = {k: dataclasses.replace(p, acked_send=None) for k, p in st.peers.items()}

@@ -22,7 +22,7 @@ from hastack_common.ctlsock import ControlServer, EventBus
 from hastack_common.durations import parse_duration
 from hastack_common.logs import kv
 from hastack_heartbeat import membership as m
-from hastack_heartbeat import wire
+from hastack_heartbeat import reload, wire
 from hastack_heartbeat.agents import AgentError
 from hastack_heartbeat.arbitration import LeaseRecord, Timings
 from hastack_heartbeat.control import handlers
@@ -39,6 +39,7 @@ from hastack_heartbeat.events import (
     Promote,
     PromoteDone,
     Received,
+    Reconfigure,
     ResourceFailed,
     RoleChanged,
     Send,
@@ -89,13 +90,7 @@ class Node:
         self.cfg, self.me, self.secret = cfg, me, wire.check_secret(secret)
         self.lease, self.agents, self.clock, self.replica = lease, agents, clock, replica
         self.timings = timings or Timings.from_config(cfg.timing)
-        f = cfg.failover
-        params = m.Params(
-            me=me, peers=tuple(x for x in cfg.members if x != me), timings=self.timings,
-            max_failures=f.max_failures, failure_timeout=parse_duration(f.failure_timeout),
-            request_min_interval=parse_duration(f.request_min_interval), auto_failback=f.auto_failback,
-            preferred=f.preferred_member, ignore_outdated=ignore_outdated,
-        )
+        params = reload.params_for(cfg, me, self.timings, ignore_outdated)
         self.epoch = _next_epoch(Path(cfg.run_dir))
         self.state = m.initial(params, self.epoch, clock())
         self.metrics = Metrics()
@@ -109,6 +104,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.role_listeners: list[Callable[[RoleChanged, float], None]] = []
+        self.emit: Callable[[str, str, str], None] = lambda kind, reason, message: None  # Events, when in a cluster
         self.outdated = OutdatedRecords(self, lease, list(cfg.members), timeout=self.timings.renew_deadline)
         self.control = ControlServer(str(Path(cfg.run_dir) / "heartbeat.sock"), handlers(self), self.events)
 
@@ -306,6 +302,21 @@ class Node:
             fence_deadline=deadline,
             stop_grace_seconds=parse_duration(self.cfg.gate_grace), generation=self.generation,
         )
+
+    def reconfigure(self, cfg: HeartbeatConfig) -> None:
+        """Apply a changed heartbeat.yaml (``reload.py`` says why any order of members is safe)."""
+        fixed = reload.restart_needed(self.cfg, cfg)
+        if fixed:
+            log.warning("heartbeat.yaml changed fields a running member cannot apply; restart it",
+                        extra=kv(fields=",".join(fixed)))
+        timings = reload.timings_for(cfg, self.timings)
+        changes = reload.describe(self.timings, timings)
+        log.info("heartbeat.yaml reloaded", extra=kv(**changes))
+        keep = {name: getattr(self.cfg, name) for name in reload.FIXED}
+        keep["timing"] = cfg.timing.model_copy(update={"port": self.cfg.timing.port})
+        self.cfg, self.timings = cfg.model_copy(update=keep), timings
+        self.feed(Reconfigure(reload.params_for(self.cfg, self.me, timings, self.state.params.ignore_outdated)))
+        self.events.publish("reloaded", timings=changes, restart_needed=fixed)
 
     def write_state(self) -> None:
         """Small write on a memory-backed volume; kept synchronous so a fence is never reordered."""

@@ -8,14 +8,17 @@ to serve. Timings are the defaults (keepalive 500ms, deadTime 3s, Lease 4s / ren
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from harness.heartbeat_cluster import Observer, cluster_view
+from harness.controlplane import ControlPlane
+from harness.heartbeat_cluster import ApiAddress, Observer, cluster_view
 from harness.heartbeat_gate import build_gate
 from harness.heartbeat_net import HeartbeatNet
 from harness.procs import wait_for
@@ -276,3 +279,63 @@ def test_an_app_that_keeps_exiting_fails_the_group_over(hbcluster: Callable[...,
     assert st["failures"] == 1
     assert st["reason"].startswith("resource failed: app app exited 3"), st["reason"]
     wait_for((tmp_path / f"{other}.running").exists, 10, "the new active's app started by its gate")
+
+
+# ---- timings reloaded online (DESIGN: changing timings never rolls pods): each member's file is
+# rewritten in place, one after the other, as the kubelet updates a ConfigMap.
+
+SLOW = {"warnTime": "3s", "deadTime": "6s", "leaseDuration": "7s", "renewDeadline": "5s"}
+
+
+def rewrite(path: Path, **timing: str) -> None:
+    cfg: dict[str, Any] = yaml.safe_load(path.read_text())
+    cfg["timing"] = {**cfg.get("timing", {}), **timing}
+    tmp = path.with_suffix(".new")
+    tmp.write_text(yaml.safe_dump(cfg))
+    os.replace(tmp, path)  # atomic, as the kubelet's ConfigMap update
+
+
+def lease_duration(cp: ControlPlane, net: HeartbeatNet) -> int:
+    out = cp.kubectl("-n", net.namespace, "get", "lease", net.prefix, "-o",
+                     "jsonpath={.spec.leaseDurationSeconds}").stdout
+    return int(out or 0)
+
+
+def test_new_timings_apply_without_a_restart_and_govern_the_next_failover(
+        hbcluster: Callable[..., HeartbeatNet], hb_api: tuple[ApiAddress, ControlPlane]) -> None:
+    _, cp = hb_api
+    net = hbcluster(n=2, prefix="reld")
+    old = start_all(net)
+    other = next(n for n in net.members if n != old)
+    for name in (old, other):  # the active first: the order must not matter
+        rewrite(net.members[name].config, **SLOW)
+        wait_for(lambda name=name: net.members[name].status()["timings"]["deadTime"] == 6.0, 15,
+                 f"{name} on the new timings")
+    wait_for(lambda: lease_duration(cp, net) == 7, 15, "the holder writing the new leaseDuration")
+    assert actives(net) == [old], "a reload is not a failover"
+    time.sleep(1.0)  # let the standby acknowledge a few heartbeats under the new deadTime
+    net.kill(old)
+    t_kill = time.monotonic()
+    wait_for(lambda: actives(net) == [other], 7.0 + FAILOVER_BOUND, "takeover on the new timings")
+    took = time.monotonic() - t_kill
+    # the last heartbeat the standby acknowledged left at most one keepalive before the kill, and
+    # the standby promised 6 s from its arrival: not dead (so no takeover) before 5.5 s
+    assert took >= 6.0 - 0.5, f"took {took:.2f}s: the old 3 s deadTime still applied"
+
+
+def test_a_refused_change_is_reported_and_the_member_keeps_its_timings(
+        hbcluster: Callable[..., HeartbeatNet], hb_api: tuple[ApiAddress, ControlPlane]) -> None:
+    _, cp = hb_api
+    net = hbcluster(n=2, prefix="relbad")
+    old = start_all(net)
+    mem = net.members[old]
+    rewrite(mem.config, warnTime="4s", deadTime="3s")  # warnTime must be below deadTime
+
+    def reported() -> bool:
+        out = cp.kubectl("-n", net.namespace, "get", "events", "-o",
+                         "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}").stdout
+        return "ConfigRejected" in out and "warnTime" in out
+
+    wait_for(reported, 20, "a ConfigRejected Event naming the field")
+    st = mem.status()
+    assert st["role"] == "active" and st["timings"]["deadTime"] == 3.0

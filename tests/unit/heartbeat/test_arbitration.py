@@ -63,3 +63,13 @@ def test_may_acquire(lease: LeaseRecord | None, observed_at: float, gone: bool, 
 
 def test_fencing_switch_off_is_visible() -> None:
     assert arb.right_until(None, False, {"b": None}, Timings(fencing=False)) == math.inf
+
+
+def test_the_rights_follow_what_was_promised_and_written_not_the_current_configuration() -> None:
+    t = Timings(dead=6.0, renew_deadline=5.0, lease_duration=6.0)
+    # the peer promised 2 s in its ack: the ack right ends 2 s (less the margin) after the send
+    assert arb.ack_until({"b": 10.0}, t, {"b": 2.0}) == 10.0 + 2.0 - t.margin
+    assert arb.ack_until({"b": 10.0}, t, {"b": 0.0}) == 10.0 + 6.0 - t.margin  # not given: our own
+    # the renewal wrote leaseDuration 4 (before a reload to 6): the right ends 3.5 s after it
+    assert arb.lease_until(10.0, t, written_duration=4.0) == 10.0 + 4.0 - t.margin
+    assert arb.lease_until(10.0, t, written_duration=6.0) == 10.0 + 5.0

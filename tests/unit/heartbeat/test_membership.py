@@ -18,6 +18,7 @@ from hastack_heartbeat.events import (
     Packet,
     PeerChanged,
     Received,
+    Reconfigure,
     Send,
     Tick,
 )
@@ -164,3 +165,16 @@ def test_failover_requests_are_rate_limited_and_count_as_failures() -> None:
     assert st2.role is m.Role.ACTIVE, "a second request within requestMinInterval is ignored"
     st3, _ = m.step(dataclasses.replace(st, role=m.Role.ACTIVE, renewed_at=69.5), FailoverRequest("later"), 70.0)
     assert st3.role is m.Role.DEMOTING and not m.eligible(st3, 200.0), "maxFailures reached"
+
+
+def test_a_member_never_calls_a_peer_dead_before_the_deadtime_its_acks_promised() -> None:
+    st = fresh(100.0)
+    st, acts = m.step(st, Received(hb(src="b", seq=1)), 101.0)
+    ack = next(a.packet for a in acts if isinstance(a, Send) and a.packet.kind == "ack")
+    assert ack.dead == 12  # 3 s promised
+    shorter = dataclasses.replace(st.params, timings=dataclasses.replace(T, dead=2.0))
+    st, _ = m.step(st, Reconfigure(shorter), 101.5)
+    st, _ = m.step(st, Tick(), 103.5)  # 2.5 s of silence: past the new deadTime, within the promise
+    assert st.peers["b"].state is not m.PeerState.DEAD
+    st, _ = m.step(st, Tick(), 104.0)
+    assert st.peers["b"].state is m.PeerState.DEAD

@@ -6,14 +6,19 @@ API server's Lease and the resource agents are modelled because no real one runs
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.heartbeat_sim import Sim
 from hastack_heartbeat.arbitration import Timings
-from hastack_heartbeat.events import Switchover
+from hastack_heartbeat.events import Reconfigure, Switchover
 
 T = Timings()
+# valid timing sets a member may reload to (the CRD and check_timings allow each)
+RETIMES = [Timings(dead=2.0), Timings(dead=6.0, warn=3.0),
+           Timings(lease_duration=6.0, renew_deadline=5.0, dead=6.0, warn=3.0)]
 # A correctness bound, not the performance target: deadTime or the Lease's expiry as a standby
 # observes it (up to one renewPeriod late) + one renewPeriod + API latency and agents.
 FAILOVER_BOUND = T.lease_duration + 2 * T.renew_period + 1.0
@@ -36,6 +41,29 @@ def test_sigkill_of_the_active_fails_over_within_bounds_2_and_3_members() -> Non
         assert sim.active()[0] != old and sim.lease.record.holder == sim.active()[0]
         assert not sim.violations
         assert min(sim.handover_gaps()) > 0
+
+
+def _retime(sim: Sim, name: str, t: Timings) -> None:
+    st = sim.states[name]
+    assert st is not None
+    sim.feed(name, Reconfigure(dataclasses.replace(st.params, timings=t)))
+
+
+def test_timings_reloaded_online_in_any_order_never_give_two_actives() -> None:
+    """The active reloads a longer deadTime, a standby a shorter one, then the active is cut off
+    from everything. Its acknowledgement right must follow what the standby promised in its acks
+    (2 s), not its own 6 s: otherwise it still serves when the standby takes over."""
+    for first_active in (True, False):
+        sim, old = settled(2)
+        other = next(n for n in sim.names if n != old)
+        order = [(old, Timings(dead=6.0, warn=3.0)), (other, Timings(dead=2.0))]
+        for name, t in order if first_active else order[::-1]:
+            _retime(sim, name, t)
+            sim.run(sim.now + 1.0)
+        sim.isolate(old)
+        assert sim.run_until(lambda s, other=other: s.active() == [other], 20) is not None
+        sim.run(sim.now + 5)
+        assert not sim.violations, f"two members active: {sim.violations[:3]}"
 
 
 def test_partition_from_peers_only_keeps_the_active_and_no_second_one() -> None:
@@ -105,7 +133,7 @@ FAULTS = st.lists(
     st.tuples(
         st.floats(0, 25),
         st.sampled_from(["crash", "restart", "link_down", "link_up", "api_down", "api_up", "isolate", "heal",
-                         "switchover"]),
+                         "switchover", "retime"]),
         st.integers(0, 2),
         st.integers(0, 2),
     ),
@@ -135,6 +163,8 @@ def test_property_at_most_one_active_at_any_instant(n: int, faults: list[tuple[f
             sim.heal()
         elif kind == "switchover":
             sim.feed(a, Switchover(b, "test"))
+        elif kind == "retime" and sim.states[a] is not None:  # timings reloaded online, one member at a time
+            sim.feed(a, Reconfigure(dataclasses.replace(sim.states[a].params, timings=RETIMES[j % len(RETIMES)])))
     sim.run(30)
     assert not sim.violations, f"two members active: {sim.violations[:3]}"
     # Liveness, so that safety is not had by never promoting anyone: heal everything, restart the

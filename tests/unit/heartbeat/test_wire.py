@@ -66,3 +66,12 @@ def test_any_prefix_or_bit_flip_is_refused_never_crashes(data: st.DataObject) ->
 def test_short_secrets_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 16"):
         wire.check_secret(b"short")
+
+
+def test_the_promised_deadtime_rides_in_the_former_padding_rounded_down() -> None:
+    pkt = Packet(kind="ack", src="a", dst="b", epoch=1, seq=2, ack_epoch=3, ack_seq=4, dead=wire.dead_code(3.1))
+    got = wire.decode(wire.encode(pkt, "c", SECRET), "c", SECRET)
+    assert got.dead == 12 and wire.dead_seconds(got.dead) == 3.0  # never more than promised
+    assert wire.dead_code(1000.0) == 255 and wire.dead_code(0.2) == 0
+    old = wire.encode(Packet(kind="ack", src="a", dst="b", epoch=1, seq=2), "c", SECRET)
+    assert old[7] == 0 and wire.decode(old, "c", SECRET).dead == 0  # a sender without the field: "not given"
