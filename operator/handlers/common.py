@@ -9,14 +9,14 @@ import kopf
 
 from hastack_operator import metrics
 from hastack_operator.k8s import ApiError
-from hastack_operator.reconcile.status_patch import status_changed
+from hastack_operator.reconcile.status_patch import cleaned, status_changed
 
 
 def run(plural: str, handler: str, body: kopf.Body, patch: kopf.Patch,
         fn: Callable[[], dict[str, Any]]) -> None:
     with metrics.observe(plural, handler):
         try:
-            new = fn()
+            new = cleaned(fn())
         except ApiError as exc:
             if exc.status in (409, 429) or exc.status >= 500:
                 raise kopf.TemporaryError(f"API server: {exc}", delay=5) from exc

@@ -14,21 +14,28 @@ from hastack_operator.reconcile import hacluster, monitor
 G, V, P = consts.GROUP, consts.VERSION, consts.SERVICEMONITORS
 
 
+def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh: bool, kwargs: dict[str, Any]) -> None:
+    reads = indexes.reads(memo.kube, kwargs)
+    run(P, "reconcile", body, patch,
+        lambda: monitor.reconcile(memo.kube, dict(body), memo.image, reads=reads, fresh=fresh))
+
+
 @kopf.on.resume(G, V, P, id="reconcile")
 @kopf.on.create(G, V, P, id="reconcile")
 @kopf.on.update(G, V, P, field="spec", id="reconcile")
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
+    _reconcile(body, patch, memo, reason == kopf.Reason.RESUME, kwargs)
+
+
 @kopf.timer(G, V, P, interval=300, initial_delay=300, id="resync")
-def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
-              monitors_by_cluster: kopf.Index[Any, Any] | None = None,
-              **_: Any) -> None:
-    cluster = ((body.get("spec") or {}).get("target") or {}).get("haCluster") or ""
-    monitors = indexes.monitors_of(monitors_by_cluster, body.metadata.namespace or "", cluster)
-    run(P, "reconcile", body, patch, lambda: monitor.reconcile(memo.kube, dict(body), memo.image, monitors=monitors))
+def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    _reconcile(body, patch, memo, True, kwargs)
 
 
 @kopf.on.delete(G, V, P, optional=True)
 def removed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Drop the monitor from its cluster's mon configuration (best effort: no finalizer)."""
+    monitor.forget(body.metadata.uid or "")
     name = ((body.get("spec") or {}).get("target") or {}).get("haCluster")
     cluster = memo.kube.get(consts.API_VERSION, "HACluster", body.metadata.namespace, name) if name else None
     if cluster is not None:

@@ -11,6 +11,7 @@ from hastack_common import consts
 from hastack_common.durations import parse_duration
 from hastack_common.logs import kv
 from hastack_operator.k8s import Kube
+from hastack_operator.reconcile.reads import Reads
 from hastack_operator.resources import fencing, names, rollout
 from hastack_operator.resources.spec import HACluster
 from hastack_operator.resources.status import Member
@@ -33,16 +34,19 @@ def event(kube: Kube, cluster: HACluster, reason: str, message: str, warning: bo
     log.info("event", extra=kv(cluster=cluster.name, reason=reason, message=message))
 
 
-def rolling_update(kube: Kube, cluster: HACluster, body: dict[str, Any], pods: list[dict[str, Any]],
-                   members: list[Member]) -> rollout.Step:
-    sts = kube.get("apps/v1", "StatefulSet", cluster.namespace, names.statefulset(cluster.name))
+def rollout_step(cluster: HACluster, body: dict[str, Any], pods: list[dict[str, Any]], members: list[Member],
+                 sts: dict[str, Any] | None) -> rollout.Step:
+    """The next step of the ordered rolling update (decides only)."""
     if sts is None:
         return rollout.Step("none", reason="no StatefulSet yet")
     revisions = {p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(rollout.REVISION_LABEL, "")
                  for p in pods}
     pending = (body["metadata"].get("annotations") or {}).get(consts.ANNOTATION_SWITCHOVER)
-    step = rollout.plan((sts.get("status") or {}).get("updateRevision", ""), revisions, members,
+    return rollout.plan((sts.get("status") or {}).get("updateRevision", ""), revisions, members,
                         names.members(cluster.name, cluster.replicas), pending)
+
+
+def perform_rollout(kube: Kube, cluster: HACluster, pods: list[dict[str, Any]], step: rollout.Step) -> None:
     if step.action == "delete":
         pod = next(p for p in pods if p["metadata"]["name"] == step.member)
         event(kube, cluster, "RollingUpdate", f"deleting {step.member}: {step.reason}")
@@ -51,14 +55,13 @@ def rolling_update(kube: Kube, cluster: HACluster, body: dict[str, Any], pods: l
         event(kube, cluster, "RollingUpdate", f"requesting switchover to {step.member}: {step.reason}")
         kube.patch(consts.API_VERSION, "HACluster", cluster.namespace, cluster.name,
                    {"metadata": {"annotations": {consts.ANNOTATION_SWITCHOVER: step.member}}})
-    return step
 
 
-def data_nodes(kube: Kube, cluster: HACluster, pods: list[dict[str, Any]]) -> tuple[dict[str, str], set[str]]:
+def data_nodes(kube: Kube, cluster: HACluster, pods: list[dict[str, Any]],
+               claims: list[dict[str, Any]]) -> tuple[dict[str, str], set[str]]:
     """Member -> the node its data lives on (the pod's node, else its PV's node affinity); and the PVCs."""
     where = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods
              if (p.get("spec") or {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")}
-    claims = kube.list("v1", "PersistentVolumeClaim", cluster.namespace, f"{consts.LABEL_CLUSTER}={cluster.name}")
     claim_names = {c["metadata"]["name"] for c in claims}
     for c in claims:
         member = c["metadata"]["name"].removeprefix("backing-")
@@ -75,17 +78,22 @@ def data_nodes(kube: Kube, cluster: HACluster, pods: list[dict[str, Any]]) -> tu
     return where, claim_names
 
 
-def fence_lost_nodes(kube: Kube, cluster: HACluster, pods: list[dict[str, Any]],
-                     now: dt.datetime) -> list[fencing.Action]:
+def fencing_plan(kube: Kube, reads: Reads, cluster: HACluster, pods: list[dict[str, Any]],
+                 now: dt.datetime) -> list[fencing.Action]:
+    """What to do about members on lost nodes (decides only)."""
     fo = cluster.failover
-    where, claims = data_nodes(kube, cluster, pods)
+    where, claims = data_nodes(kube, cluster, pods, reads.claims(cluster.namespace, cluster.name))
     nodes = {}
     for node_name in set(where.values()):
-        obj = kube.get("v1", "Node", None, node_name)
+        obj = reads.node(node_name)
         if obj is not None:
             nodes[node_name] = fencing.node_health(obj)
-    actions = fencing.plan(fo.get("fencing", "OutOfService"), parse_duration(fo.get("fenceAfter", "60s")),
-                           parse_duration(fo.get("replaceAfter", "15m")), where, nodes, claims, now)
+    return fencing.plan(fo.get("fencing", "OutOfService"), parse_duration(fo.get("fenceAfter", "60s")),
+                        parse_duration(fo.get("replaceAfter", "15m")), where, nodes, claims, now)
+
+
+def perform_fencing(kube: Kube, cluster: HACluster, pods: list[dict[str, Any]],
+                    actions: list[fencing.Action]) -> None:
     live = {p["metadata"]["name"]: p for p in pods if not p["metadata"].get("deletionTimestamp")}
     for a in actions:
         if a.kind == "taint":
@@ -105,4 +113,3 @@ def fence_lost_nodes(kube: Kube, cluster: HACluster, pods: list[dict[str, Any]],
             event(kube, cluster, "ReplicaReplaced",
                   f"deleted backing-{a.member} so {a.member} is recreated elsewhere and fully synced: {a.reason}",
                   True)
-    return actions

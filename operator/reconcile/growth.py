@@ -28,13 +28,15 @@ def keep_claim_templates(sts: dict[str, Any], existing: dict[str, Any] | None) -
     sts["spec"]["volumeClaimTemplates"] = kept
 
 
-def grow(kube: Kube, cluster: HACluster, volume: ReplicatedVolume) -> list[str]:
-    """Grow every replica's PVC below the wanted size; return what could not be grown, and why."""
+def grow(kube: Kube, cluster: HACluster, volume: ReplicatedVolume, claims: list[dict[str, Any]]) -> list[str]:
+    """Grow every replica's PVC (of ``claims``, the cluster's) below the wanted size; return what
+    could not be grown, and why."""
     want = pvc_quantity(volume.size)
     problems = []
     expandable: dict[str, bool] = {}
+    by_name = {c["metadata"]["name"]: c for c in claims}
     for member in names.members(cluster.name, cluster.replicas):
-        claim = kube.get("v1", "PersistentVolumeClaim", cluster.namespace, f"backing-{member}")
+        claim = by_name.get(f"backing-{member}")
         if claim is None:
             continue
         have = ((claim.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage", "0")

@@ -15,7 +15,8 @@ from hastack_common import consts
 from hastack_common.logs import kv
 from hastack_operator import metrics
 from hastack_operator.k8s import Kube
-from hastack_operator.reconcile import growth
+from hastack_operator.reconcile import applied, growth
+from hastack_operator.reconcile.reads import ApiReads, Reads
 from hastack_operator.resources import cluster_objects, names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.cluster_set import PRUNABLE, desired, key, owned
@@ -35,62 +36,99 @@ class Outcome:
     retry_after: float | None = None  # a condition to wait for (e.g. the volume does not exist yet)
 
 
-def monitors_for(kube: Kube, cluster: HACluster) -> list[dict[str, Any]]:
-    return select_monitors(kube.list(consts.API_VERSION, "ServiceMonitor", cluster.namespace), cluster.name)
-
-
-def select_monitors(items: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]]:
-    chosen = [m for m in items if ((m.get("spec") or {}).get("target") or {}).get("haCluster") == cluster
-              and not m["metadata"].get("deletionTimestamp")]
-    return sorted(chosen, key=lambda m: m["metadata"]["name"])
-
-
-def volume_for(kube: Kube, cluster: HACluster) -> ReplicatedVolume | None:
+def volume_for(reads: Reads, cluster: HACluster) -> ReplicatedVolume | None:
     ref = cluster.resource("volume")
     if ref is None:
         return None
-    body = kube.get(consts.API_VERSION, "ReplicatedVolume", cluster.namespace, ref.name)
+    body = reads.volume(cluster.namespace, ref.name)
     return ReplicatedVolume.from_body(body) if body else None
 
 
-def ensure_secret(kube: Kube, cluster: HACluster) -> None:
-    """Created once with fresh keys; an existing Secret is never rewritten."""
+def ensure_secret(kube: Kube, cluster: HACluster, fresh: bool = True) -> None:
+    """Created once with fresh keys; an existing Secret is never rewritten. Without ``fresh``,
+    a Secret this process already saw is not read again."""
     name = names.secret(cluster.name)
+    key = ("v1", "Secret", cluster.namespace, name)
+    if not fresh and applied.seen(cluster.uid, key, "exists"):
+        return
     if kube.get("v1", "Secret", cluster.namespace, name) is None:
         kube.create(owned(cluster_objects.auth_secret(cluster), cluster))
         log.info("created auth secret", extra=kv(cluster=cluster.name, secret=name))
+    applied.remember(cluster.uid, key, "exists")
 
 
-# What each cluster's last prune kept, in this process: when the desired set has not changed
-# since, there is nothing new to prune (the first reconcile after a start always prunes).
-_pruned_against: dict[str, frozenset[tuple[str, str, str]]] = {}
+# What this process last recorded on each cluster's anchor (owner uid -> object names).
+_recorded: dict[str, frozenset[applied.Name]] = {}
 
 
-def prune(kube: Kube, cluster: HACluster, wanted: list[dict[str, Any]]) -> int:
-    keep = frozenset(key(o) for o in wanted)
-    if _pruned_against.get(cluster.uid) == keep:
-        return 0
+def apply_and_prune(kube: Kube, cluster: HACluster, wanted: list[dict[str, Any]], fresh: bool,
+                    reconciled_before: bool) -> int:
+    """Apply the desired set, then delete what was applied before and is no longer desired.
+
+    The anchor (the members' ServiceAccount, always desired, applied first) records every
+    object applied for the cluster; what it names and the desired set does not is pruned by
+    name. Without a record (objects applied before records existed, or the anchor deleted by
+    hand) every prunable kind is listed, as a safety net."""
+    want = frozenset(key(o) for o in wanted)
+    anchor, rest = wanted[0], wanted[1:]
+    known = None if fresh else _recorded.get(cluster.uid)
+    if known is None:
+        live = kube.get(anchor["apiVersion"], anchor["kind"], cluster.namespace, anchor["metadata"]["name"])
+        known = applied.recorded_on(live) if live is not None else (None if reconciled_before else frozenset())
+    if known is None:
+        applied.apply_all(kube, cluster.uid, [applied.with_record(anchor, want), *rest], fresh)
+        pruned = prune_listed(kube, cluster, want)
+    else:
+        applied.apply_all(kube, cluster.uid, [applied.with_record(anchor, known | want), *rest], fresh)
+        pruned = prune_named(kube, cluster, known - want)
+        if known - want:
+            applied.apply_all(kube, cluster.uid, [applied.with_record(anchor, want)], fresh)
+    _recorded[cluster.uid] = want
+    return pruned
+
+
+def _owned_by(obj: dict[str, Any], cluster: HACluster) -> bool:
+    return any(r.get("uid") == cluster.uid for r in obj["metadata"].get("ownerReferences") or [])
+
+
+def _prune_one(kube: Kube, cluster: HACluster, api_version: str, kind: str, obj: dict[str, Any]) -> None:
+    meta = obj["metadata"]
+    kube.delete(api_version, kind, cluster.namespace, meta["name"], uid=meta.get("uid"))
+    log.info("pruned", extra=kv(cluster=cluster.name, kind=kind, name=meta["name"]))
+
+
+def prune_named(kube: Kube, cluster: HACluster, gone: frozenset[applied.Name]) -> int:
+    pruned = 0
+    for api_version, kind, name in sorted(gone):
+        if (api_version, kind) not in PRUNABLE:
+            continue
+        obj = kube.get(api_version, kind, cluster.namespace, name)
+        if obj is not None and _owned_by(obj, cluster):
+            _prune_one(kube, cluster, api_version, kind, obj)
+            pruned += 1
+    return pruned
+
+
+def prune_listed(kube: Kube, cluster: HACluster, keep: frozenset[applied.Name]) -> int:
     selector = f"{consts.LABEL_CLUSTER}={cluster.name}"
     pruned = 0
     for api_version, kind in PRUNABLE:
         for obj in kube.list(api_version, kind, cluster.namespace, selector):
-            meta = obj["metadata"]
-            mine = any(r.get("uid") == cluster.uid for r in meta.get("ownerReferences") or [])
-            if mine and (api_version, kind, meta["name"]) not in keep:
-                kube.delete(api_version, kind, cluster.namespace, meta["name"], uid=meta.get("uid"))
+            if _owned_by(obj, cluster) and (api_version, kind, obj["metadata"]["name"]) not in keep:
+                _prune_one(kube, cluster, api_version, kind, obj)
                 pruned += 1
-                log.info("pruned", extra=kv(cluster=cluster.name, kind=kind, name=meta["name"]))
-    _pruned_against[cluster.uid] = keep
     return pruned
 
 
 def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | None = None,
-              monitors: list[dict[str, Any]] | None = None) -> Outcome:
-    """``monitors``: the ServiceMonitors targeting this cluster, when the caller has them indexed."""
+              reads: Reads | None = None, fresh: bool = True) -> Outcome:
+    """``reads``: where to read volume, monitors, pods and StatefulSet (the API server by default).
+    ``fresh``: apply every object; otherwise skip those whose manifest this process applied last."""
     now = now or dt.datetime.now(dt.UTC)
+    reads = reads or ApiReads(kube)
     cluster = HACluster.from_body(body)
     old = dict(body.get("status") or {})
-    volume = volume_for(kube, cluster)
+    volume = volume_for(reads, cluster)
     try:
         problems = spec_problems(consts.HACLUSTERS, cluster.spec, cluster.name)
         if problems:
@@ -102,16 +140,16 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
         conds.error("Accepted", "WaitingForVolume" if waiting else "InvalidSpec", str(exc))
         return Outcome({"phase": "Pending", "observedGeneration": cluster.generation,
                         "conditions": conds.to_list()}, retry_after=10.0 if waiting else 60.0)
-    wanted = desired(cluster, volume, monitors_for(kube, cluster) if monitors is None else monitors, image)
+    wanted = desired(cluster, volume, reads.monitors(cluster.namespace, cluster.name), image)
     sts = next(o for o in wanted if o["kind"] == "StatefulSet")
-    growth.keep_claim_templates(sts, kube.get("apps/v1", "StatefulSet", cluster.namespace, sts["metadata"]["name"]))
-    ensure_secret(kube, cluster)
-    for obj in wanted:
-        kube.apply(obj)
+    # claim templates never change once created, so an indexed copy is as good as a fresh one
+    growth.keep_claim_templates(sts, reads.statefulset(cluster.namespace, sts["metadata"]["name"]))
+    ensure_secret(kube, cluster, fresh)
+    pruned = apply_and_prune(kube, cluster, wanted, fresh, reconciled_before=bool(old))
     metrics.record_managed(cluster.uid, wanted)
-    not_grown = growth.grow(kube, cluster, volume) if volume is not None else []
-    pruned = prune(kube, cluster, wanted)
-    pods = kube.list("v1", "Pod", cluster.namespace, f"{consts.LABEL_CLUSTER}={cluster.name}")
+    not_grown = growth.grow(kube, cluster, volume, reads.claims(cluster.namespace, cluster.name)) \
+        if volume is not None else []
+    pods = reads.pods(cluster.namespace, cluster.name)
     members = [status_builder.member_from_pod(p, now) for p in pods]
     status = status_builder.cluster_status(cluster.generation, old, members,
                                            names.members(cluster.name, cluster.replicas), now)
@@ -123,10 +161,17 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
     return Outcome(status, applied=len(wanted), pruned=pruned)
 
 
-def refresh_config(kube: Kube, body: dict[str, Any], image: str,
-                   monitors: list[dict[str, Any]] | None = None) -> None:
+def refresh_config(kube: Kube, body: dict[str, Any], image: str, reads: Reads | None = None,
+                   fresh: bool = True) -> None:
     """Re-render only the members' ConfigMap (a ServiceMonitor changed): sidecars reload it."""
+    reads = reads or ApiReads(kube)
     cluster = HACluster.from_body(body)
-    volume = volume_for(kube, cluster)
-    chosen = monitors_for(kube, cluster) if monitors is None else monitors
-    kube.apply(owned(config_map(cluster, volume, chosen), cluster))
+    volume = volume_for(reads, cluster)
+    chosen = reads.monitors(cluster.namespace, cluster.name)
+    applied.apply_all(kube, cluster.uid, [owned(config_map(cluster, volume, chosen), cluster)], fresh)
+
+
+def forget(uid: str) -> None:
+    """The HACluster is gone: drop what this process remembered about it."""
+    applied.forget(uid)
+    _recorded.pop(uid, None)

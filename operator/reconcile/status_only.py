@@ -9,27 +9,35 @@ from typing import Any
 from hastack_common import consts
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import actions, monitor, volume
-from hastack_operator.reconcile.status_patch import status_changed
+from hastack_operator.reconcile.reads import ApiReads, Reads
+from hastack_operator.reconcile.status_patch import cleaned, status_changed
 from hastack_operator.resources import monitor_objects, names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.spec import HACluster
 
 
-def cluster(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
+def cluster(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None,
+            reads: Reads | None = None) -> dict[str, Any]:
     now = now or dt.datetime.now(dt.UTC)
+    reads = reads or ApiReads(kube)
     c = HACluster.from_body(body)
     old = dict(body.get("status") or {})
     if old.get("observedGeneration") != c.generation:
         return old  # the reconcile of this generation has not run yet: it writes status first
-    pods = kube.list("v1", "Pod", c.namespace, f"{consts.LABEL_CLUSTER}={c.name}")
+    pods = reads.pods(c.namespace, c.name)
     members = [status_builder.member_from_pod(p, now) for p in pods]
+    fence = actions.fencing_plan(kube, reads, c, pods, now)
+    step = actions.rollout_step(c, body, pods, members, reads.statefulset(c.namespace, names.statefulset(c.name)))
+    if (fence or step.action in ("delete", "switchover")) and not reads.fresh:
+        # about to delete or fence: decide again from the API server, not from the watch
+        return cluster(kube, body, now, ApiReads(kube))
+    actions.perform_fencing(kube, c, pods, fence)
+    actions.perform_rollout(kube, c, pods, step)
     status = status_builder.cluster_status(c.generation, old, members, names.members(c.name, c.replicas), now)
     conds = Conditions(c.generation, [*status["conditions"],
                                       *[x for x in old.get("conditions") or [] if x.get("type") == "Accepted"]],
                        now=now)
-    actions.fence_lost_nodes(kube, c, pods, now)
-    step = actions.rolling_update(kube, c, body, pods, members)
     if step.action == "none":
         conds.error("Updating", "UpToDate", step.reason)
     else:
@@ -38,7 +46,14 @@ def cluster(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) ->
     return status
 
 
-def from_pod(kube: Kube, pod: dict[str, Any]) -> None:
+def cluster_of(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(namespace, HACluster) of a member pod, or None."""
+    meta = pod.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(consts.LABEL_CLUSTER)
+    return (meta["namespace"], name) if name and meta.get("namespace") else None
+
+
+def from_pod(kube: Kube, pod: dict[str, Any], reads: Reads | None = None) -> None:
     meta = pod.get("metadata") or {}
     ns = meta.get("namespace")
     standalone = (meta.get("labels") or {}).get(monitor_objects.LABEL_MONITOR)
@@ -47,20 +62,26 @@ def from_pod(kube: Kube, pod: dict[str, Any]) -> None:
         if body is not None:
             monitor.refresh(kube, body)
         return
-    name = (meta.get("labels") or {}).get(consts.LABEL_CLUSTER)
-    body = kube.get(consts.API_VERSION, "HACluster", ns, name) if name and ns else None
+    where = cluster_of(pod)
+    if where is not None:
+        refresh_cluster(kube, *where, reads=reads)
+
+
+def refresh_cluster(kube: Kube, ns: str, name: str, reads: Reads | None = None) -> None:
+    """A member changed: the status of its HACluster, of the monitors probing it, of its volume."""
+    reads = reads or ApiReads(kube)
+    body = reads.cluster(ns, name)
     if body is None:
         return
-    new = cluster(kube, body)
+    new = cleaned(cluster(kube, body, reads=reads))
     if status_changed(dict(body.get("status") or {}), new):
         kube.patch(consts.API_VERSION, "HACluster", ns, name, {"status": new}, subresource="status")
-    for mon in kube.list(consts.API_VERSION, "ServiceMonitor", ns):
-        if ((mon.get("spec") or {}).get("target") or {}).get("haCluster") == name:
-            monitor.refresh(kube, mon)
+    for mon in reads.monitors(ns, name):
+        monitor.refresh(kube, mon, reads=reads)
     ref = HACluster.from_body(body).resource("volume")
-    rv = kube.get(consts.API_VERSION, "ReplicatedVolume", ns, ref.name) if ref else None
+    rv = reads.volume(ns, ref.name) if ref else None
     if ref is not None and rv is not None:
-        new_rv = volume.reconcile(kube, rv)
+        new_rv = cleaned(volume.reconcile(kube, rv, reads=reads))
         if status_changed(dict(rv.get("status") or {}), new_rv):
             kube.patch(consts.API_VERSION, "ReplicatedVolume", ns, ref.name, {"status": new_rv},
                        subresource="status")

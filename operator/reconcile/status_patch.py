@@ -1,10 +1,40 @@
-"""Status is written only when it would change (no resourceVersion churn on a no-op reconcile)."""
+"""Status is written only when it would change (no resourceVersion churn on a no-op reconcile).
+
+The API server stores a status without its null fields (a merge patch deletes a key set to
+null; inside lists, the whole list replaces the old one and nulls are dropped from its items).
+A builder may leave a field null (``lastSeen`` of a member that never reported): compared as
+sent, such a status would look changed on every run, and be written every time.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 
+def _stored(value: Any) -> Any:
+    """``value`` as the API server keeps it: without null fields, at any depth."""
+    if isinstance(value, dict):
+        return {k: _stored(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    return value
+
+
+def _clean_lists(value: Any, in_list: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean_lists(v, in_list) for k, v in value.items() if not (in_list and v is None)}
+    if isinstance(value, list):
+        return [_clean_lists(v, True) for v in value]
+    return value
+
+
+def cleaned(new_status: dict[str, Any]) -> dict[str, Any]:
+    """The status to send: nulls dropped inside lists (they mean nothing there); nulls of
+    dict fields kept, since in a merge patch they delete what was stored."""
+    out: dict[str, Any] = _clean_lists(new_status)
+    return out
+
+
 def status_changed(old_status: dict[str, Any], new_status: dict[str, Any]) -> bool:
     """A merge patch of ``new_status`` would change ``old_status`` (keys it omits are kept)."""
-    return any(old_status.get(k) != v for k, v in new_status.items())
+    return any(_stored(old_status.get(k)) != _stored(v) for k, v in new_status.items())

@@ -9,26 +9,22 @@ from typing import Any
 from hastack_common import consts
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import hacluster
-from hastack_operator.reconcile.status_patch import status_changed
+from hastack_operator.reconcile.reads import ApiReads, Reads
+from hastack_operator.reconcile.status_patch import cleaned, status_changed
 from hastack_operator.resources import names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.spec import HACluster
 
 
-def user_of(kube: Kube, namespace: str, volume: str) -> list[dict[str, Any]]:
-    clusters = kube.list(consts.API_VERSION, "HACluster", namespace)
-    return [c for c in clusters
-            if any(r.get("kind") == "volume" and r.get("name") == volume
-                   for r in (c.get("spec") or {}).get("resources") or [])]
-
-
-def reconcile(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
+def reconcile(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None,
+              reads: Reads | None = None) -> dict[str, Any]:
     now = now or dt.datetime.now(dt.UTC)
+    reads = reads or ApiReads(kube)
     meta = body["metadata"]
     generation = int(meta.get("generation") or 0)
     old = dict(body.get("status") or {})
-    users = user_of(kube, meta["namespace"], meta["name"])
+    users = reads.clusters_using(meta["namespace"], meta["name"])
     if len(users) != 1:
         conds = Conditions(generation, list(old.get("conditions") or []), now=now)
         if users:
@@ -39,7 +35,7 @@ def reconcile(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) 
             conds.error("Ready", "NotAttached", "no HACluster uses this volume yet")
         return {"observedGeneration": generation, "cluster": "", "conditions": conds.to_list()}
     cluster = HACluster.from_body(users[0])
-    pods = kube.list("v1", "Pod", cluster.namespace, f"{consts.LABEL_CLUSTER}={cluster.name}")
+    pods = reads.pods(cluster.namespace, cluster.name)
     members = [status_builder.member_from_pod(p, now) for p in pods]
     status = status_builder.volume_status(generation, old, cluster.name, members,
                                           names.members(cluster.name, cluster.replicas), now)
@@ -49,14 +45,15 @@ def reconcile(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None) 
     return status
 
 
-def propagate(kube: Kube, body: dict[str, Any], image: str) -> None:
+def propagate(kube: Kube, body: dict[str, Any], image: str, reads: Reads | None = None) -> None:
     """A volume's spec changed (size, protocol, sync rate, policies): reconcile the HACluster that
     uses it, whose ConfigMap and PVCs carry those settings to the replicas."""
-    users = user_of(kube, body["metadata"]["namespace"], body["metadata"]["name"])
+    reads = reads or ApiReads(kube)
+    users = reads.clusters_using(body["metadata"]["namespace"], body["metadata"]["name"])
     if len(users) != 1:
         return
-    outcome = hacluster.reconcile(kube, users[0], image)
+    outcome = hacluster.reconcile(kube, users[0], image, reads=reads, fresh=False)
     if status_changed(dict(users[0].get("status") or {}), outcome.status):
         meta = users[0]["metadata"]
-        kube.patch(consts.API_VERSION, "HACluster", meta["namespace"], meta["name"], {"status": outcome.status},
-                   subresource="status")
+        kube.patch(consts.API_VERSION, "HACluster", meta["namespace"], meta["name"],
+                   {"status": cleaned(outcome.status)}, subresource="status")
