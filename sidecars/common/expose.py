@@ -39,7 +39,10 @@ class Exposed:
     device: str  # /dev/loopN or /dev/nbdN
     method: str  # "nbdfuse" or "nbd"
     workdir: str  # where the FUSE mount, the pid file and the record live
-    backing: str = ""  # nbdfuse: the FUSE file's "maj:min:inode", to find a stale loop device again
+    # nbdfuse: the loop device's disk sequence number, unique per attachment until reboot. It finds
+    # the loop device again after the FUSE file has died with its container (losetup then cannot
+    # say what backs it) and never mistakes a reused device number for ours.
+    diskseq: str = ""
 
 
 async def _run(*argv: str, timeout: float = TIMEOUT, check: bool = True) -> str:
@@ -100,9 +103,21 @@ async def loop_for(file: str) -> str | None:
         return None
 
 
+def diskseq(device: str) -> str:
+    """The kernel's disk sequence number of ``device`` ("" where the kernel has none, before 5.15)."""
+    try:
+        return Path(f"/sys/block/{os.path.basename(device)}/diskseq").read_text().strip()
+    except OSError:
+        return ""
+
+
+def same_attachment(exp: Exposed) -> bool:
+    """``exp.device`` is still the loop device ``exp`` attached (same disk sequence number)."""
+    return bool(exp.diskseq) and diskseq(exp.device) == exp.diskseq
+
+
 async def loop_backed_by(backing: str) -> str | None:
-    """The loop device whose backing file is ``maj:min:inode`` (even a file no longer reachable:
-    the FUSE mount of a member whose container was killed)."""
+    """The loop device whose backing file is ``maj:min:inode``."""
     majmin, _, ino = backing.rpartition(":")
     want = (majmin, ino)
     out = await _run("losetup", "--list", "--json", "--output", "NAME,BACK-MAJ:MIN,BACK-INO", check=False)
@@ -139,7 +154,7 @@ async def expose(uri: str, workdir: str, wait: float = TIMEOUT) -> Exposed:
     device = await loop_for(str(file))
     if device is None:
         device = await _run("losetup", "--find", "--show", str(file))
-    exp = Exposed(device, "nbdfuse", str(wd), backing_id(str(file)))
+    exp = Exposed(device, "nbdfuse", str(wd), diskseq(device))
     (wd / "exposed.json").write_text(json.dumps(asdict(exp)))
     log.info("exposed", extra=kv(device=device, method="nbdfuse", uri=uri))
     return exp
@@ -179,7 +194,7 @@ async def unexpose(workdir: str) -> None:
     if live:
         device = await loop_for(str(mnt / "nbd"))
     else:  # the FUSE mount died with a killed container: its loop device may still be attached
-        device = await loop_backed_by(exp.backing) if exp is not None and exp.backing else None
+        device = exp.device if exp is not None and await asyncio.to_thread(same_attachment, exp) else None
     if device is not None:
         if device_mounted(device):
             raise ExposeError(f"{device} is still mounted: unmount it before unexpose")

@@ -1,6 +1,7 @@
 """unexpose after a killed container: its nbdfuse is dead and its FUSE mount gone with the mount
-namespace, but the loop device it fed is still attached. The exposure record finds that loop by
-the dead file's device and inode, and detaches it (a restarted member leaves no loop behind).
+namespace, but the loop device it fed is still attached (and losetup can no longer say what backs
+it). The exposure record finds that loop by its disk sequence number, and detaches it (a restarted
+member leaves no loop behind); a reused device number is never taken for it.
 
 Real parts: nbdkit's memory plugin as the NBD server, nbdfuse, losetup, the kernel's loop driver."""
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.procs import wait_for
-from hastack_common.expose import expose, is_mountpoint, loop_backed_by, unexpose
+from hastack_common.expose import Exposed, diskseq, expose, is_mountpoint, same_attachment, unexpose
 
 
 @pytest.fixture
@@ -43,7 +44,8 @@ def test_a_dead_exposure_loses_its_loop_device_on_unexpose(nbd_uri: str, tmp_pat
     exp = asyncio.run(expose(nbd_uri, str(work)))
     try:
         record = json.loads((work / "exposed.json").read_text())
-        assert record["backing"] and asyncio.run(loop_backed_by(record["backing"])) == exp.device
+        assert record["diskseq"] == diskseq(exp.device) != "" and same_attachment(exp)
+        assert not same_attachment(Exposed(exp.device, "nbdfuse", str(work), str(int(record["diskseq"]) - 1)))
         # The container dies: SIGKILL nbdfuse, and its FUSE mount goes with the mount namespace.
         pid = int((work / "nbdfuse.pid").read_text())
         os.kill(pid, signal.SIGKILL)
