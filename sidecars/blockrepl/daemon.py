@@ -10,7 +10,7 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hastack_blockrepl import cron, verify
+from hastack_blockrepl import cron, sbhandler, verify
 from hastack_blockrepl.control import Control
 from hastack_blockrepl.disk import attach
 from hastack_blockrepl.engine import PRIMARY, Engine
@@ -70,7 +70,7 @@ class Daemon:
         repl.on_verify = lambda link, off, ln, same: verify.on_result(engine, link, off, ln, same)
         repl.on_pri_lost = self._pri_lost
         engine.fence = lambda pid: engine.spawn(self._fence(engine, repl, pid))
-        self.engine = engine
+        self.engine, self.repl = engine, repl
         nbd = NbdServer(engine, cfg.nbd.socket, cfg.nbd.listen, cfg.nbd.export_name)
         ctl = ControlServer(cfg.control_socket, Control(engine, repl, nbd).handlers(), events)
         await nbd.start()
@@ -201,4 +201,10 @@ class Daemon:
         self.engine.events.publish("pri-lost-after-sb", peer=peer, reason=why)
         log.error("this Primary lost a split brain", extra=kv(peer=peer, reason=why))
         if argv:
-            self.engine.spawn(asyncio.create_subprocess_exec(*argv))
+            link = self.repl.links[peer]
+            req = sbhandler.PriLost(self.cfg.resource, self.cfg.node_id, peer, link.name, link.address, why)
+            self.engine.spawn(self._run_pri_lost(argv, req))
+
+    async def _run_pri_lost(self, argv: list[str], req: sbhandler.PriLost) -> None:
+        code = await sbhandler.run(argv, req, self.cfg.handlers.fence_timeout)
+        self.engine.events.publish("pri-lost-after-sb-handler", peer=req.peer_node_id, exit=code)
