@@ -20,7 +20,10 @@ import glob
 import json
 import logging
 import os
+import re
+import shutil
 import signal
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,10 +83,49 @@ def device_mounted(device: str) -> bool:
     return any(len(f) > 2 and f[2] == majmin for f in _mountinfo())
 
 
-def kernel_nbd_available() -> bool:
-    return os.path.exists("/dev/nbd0") and any(
-        os.access(os.path.join(d, "nbd-client"), os.X_OK) for d in os.environ.get("PATH", "").split(":")
-    )
+def kernel_nbd_available(device: str = "/dev/nbd0", path: str | None = None) -> bool:
+    """The kernel path is taken only when the nbd driver's first device exists *and* ``nbd-client``
+    is on ``path`` (default: ``$PATH``); either alone falls back to nbdfuse + loop."""
+    return os.path.exists(device) and shutil.which("nbd-client", path=path) is not None
+
+
+def nbd_devices(paths: list[str]) -> list[str]:
+    """Whole nbd devices (``/dev/nbdN``, no partitions such as ``/dev/nbd0p1``), in number order."""
+    whole = [p for p in paths if re.fullmatch(r"/dev/nbd\d+", p)]
+    return sorted(whole, key=lambda d: int(d[len("/dev/nbd") :]))
+
+
+def nbd_client_argv(uri: str, device: str) -> list[str]:
+    """The ``nbd-client`` command that connects ``device`` to ``uri`` (``nbd+unix:///EXPORT?socket=
+    PATH`` or ``nbd://HOST[:PORT]/EXPORT``)."""
+    u = urllib.parse.urlsplit(uri)
+    export = urllib.parse.unquote(u.path.lstrip("/"))
+    if u.scheme == "nbd+unix":
+        sock = urllib.parse.parse_qs(u.query).get("socket", [""])[0]
+        if not sock:
+            raise ExposeError(f"{uri}: an nbd+unix URI needs ?socket=PATH")
+        return ["nbd-client", "-unix", sock, device, "-N", export]
+    if u.scheme == "nbd" and u.hostname:
+        return ["nbd-client", u.hostname, str(u.port or 10809), device, "-N", export]
+    raise ExposeError(f"{uri}: nbd-client needs an nbd+unix:// or nbd:// URI")
+
+
+def client_pid(check_output: str) -> int | None:
+    """``nbd-client -check DEV`` prints the pid of the client holding DEV, or nothing/an error."""
+    text = check_output.strip()
+    return int(text) if text.isdigit() else None
+
+
+def reusable(old: Exposed | None, check_output: str) -> bool:
+    """Idempotency of the kernel path: the recorded ``/dev/nbdN`` is returned again only while an
+    ``nbd-client`` still holds it (a record of the nbdfuse path, or a dead client, is not reused)."""
+    return old is not None and old.method == "nbd" and client_pid(check_output) is not None
+
+
+def read_record(workdir: Path) -> Exposed | None:
+    """What ``expose`` recorded under ``workdir`` (its idempotency record), if anything."""
+    rec = workdir / "exposed.json"
+    return Exposed(**json.loads(rec.read_text())) if rec.exists() else None
 
 
 def backing_id(file: str) -> str:
@@ -161,18 +203,16 @@ async def expose(uri: str, workdir: str, wait: float = TIMEOUT) -> Exposed:
 
 
 async def _expose_kernel(uri: str, wd: Path) -> Exposed:
-    rec = wd / "exposed.json"
-    if rec.exists():
-        old = Exposed(**json.loads(rec.read_text()))
-        if (await _run("nbd-client", "-check", old.device, check=False)).isdigit():
-            return old
-    sock = uri.split("socket=", 1)[1] if "socket=" in uri else ""
-    export = uri.split("///", 1)[1].split("?", 1)[0] if "///" in uri else ""
-    for dev in sorted(glob.glob("/dev/nbd[0-9]*"), key=lambda d: int(d[8:])):
-        if not (await _run("nbd-client", "-check", dev, check=False)).isdigit():
-            await _run("nbd-client", "-unix", sock, dev, "-N", export)
+    old = read_record(wd)
+    recorded = old is not None and old.method == "nbd"
+    check = await _run("nbd-client", "-check", old.device, check=False) if old is not None and recorded else ""
+    if old is not None and reusable(old, check):
+        return old
+    for dev in nbd_devices(glob.glob("/dev/nbd*")):
+        if client_pid(await _run("nbd-client", "-check", dev, check=False)) is None:
+            await _run(*nbd_client_argv(uri, dev))
             exp = Exposed(dev, "nbd", str(wd))
-            rec.write_text(json.dumps(asdict(exp)))
+            (wd / "exposed.json").write_text(json.dumps(asdict(exp)))
             return exp
     raise ExposeError("no free /dev/nbd* device")
 
@@ -181,7 +221,7 @@ async def unexpose(workdir: str) -> None:
     """Flush and remove the device exposed under ``workdir``; nothing is left. Idempotent."""
     wd = Path(workdir)
     rec = wd / "exposed.json"
-    exp = Exposed(**json.loads(rec.read_text())) if rec.exists() else None
+    exp = read_record(wd)
     mnt, pidfile = wd / "fuse", wd / "nbdfuse.pid"
     if exp is not None and exp.method == "nbd":
         if device_mounted(exp.device):
