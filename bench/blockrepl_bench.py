@@ -1,6 +1,7 @@
 """blockrepl benchmark: fio's nbd engine against nbdkit's file plugin (the anchor, unreplicated)
 and against blockrepl with 2 replicas (protocol C; also A and B), on the same file system,
-preallocated backing files, the two sides' runs alternating. Prints medians and ratios, p99
+preallocated backing files, the two sides' runs alternating, each run starting with no dirty
+pages (``sync`` before it, untimed). Prints medians and ratios, p99
 write latency, resync throughput against ``sync.rate``, CPU seconds and peak RSS per replica.
 
     .venv/bin/python bench/blockrepl_bench.py [--seconds 8] [--rounds 3] [--size-mib 1024]
@@ -131,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for wl, (rw, bs, depth, _) in workloads.items():
             sides = {"nbdkit": anchor.uri, **{f"blockrepl {k}": v[0].nbd_uri for k, v in pairs.items()}}
+            pids = {"nbdkit": [anchor.proc.pid], **{f"blockrepl {k}": v.pids() for k, v in pairs.items()}}
             if rw == "randread":  # reads are served locally: one protocol is enough
                 first = protocols[0]
                 sides = {"nbdkit": anchor.uri, f"blockrepl {first}": pairs[first][0].nbd_uri}
             for _ in range(ns.rounds):
                 for side, uri in sides.items():  # alternate sides within every round
+                    os.sync()  # no run pays for writing back the previous run's dirty pages
+                    cpu0 = sum(proc_usage(pid)[0] for pid in pids[side])
                     res = fio(uri, rw, bs, depth, ns.seconds, size, root)
+                    cpu = sum(proc_usage(pid)[0] for pid in pids[side]) - cpu0  # ramp included
+                    res["cpu_us"] = cpu * 1e6 / max(res["iops"] * (ns.seconds + 1), 1)
                     results.setdefault(wl, {}).setdefault(side, []).append(res)
         for proto, c in pairs.items():
             for r in c.replicas:
@@ -147,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         for c in pairs.values():
             c.stop()
     print(f"blockrepl benchmark: {ns.rounds} rounds x {ns.seconds:.0f} s, {ns.size_mib} MiB preallocated files")
-    print("ratio: of the medians; paired: median (min-max) of each round's ratio to the nbdkit run beside it")
-    print(f"{'workload':<28} {'side':<13} {'median':>10} {'ratio':>7} {'target':>7} {'p99 us':>9}  paired")
+    print("ratio: of the medians; paired: median (min-max) of each round's ratio to the nbdkit run beside it;")
+    print("cpu us: server CPU time per request (nbdkit; both blockrepl replicas together), median")
+    head = ("workload", "side", "median", "ratio", "target", "p99 us", "cpu us")
+    print("{:<28} {:<13} {:>10} {:>7} {:>7} {:>9} {:>7}  paired".format(*head))
     for wl, sides in results.items():
         rw, _, _, target = WORKLOADS[wl]
         key = "mbps" if rw == "write" else "iops"
@@ -160,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             tgt = f"{target:.2f}" if side == "blockrepl C" else ""
             pairs_ = [r[key] / b[key] for r, b in zip(runs, sides["nbdkit"], strict=True) if b[key]]
             paired = f"{statistics.median(pairs_):.2f} ({min(pairs_):.2f}-{max(pairs_):.2f})" if pairs_ else ""
-            print(f"{wl:<28} {side:<13} {med:>10.0f} {ratio:>7.2f} {tgt:>7} {p99:>9.0f}  {paired}")
+            cpu = statistics.median(r["cpu_us"] for r in runs)
+            print(f"{wl:<28} {side:<13} {med:>10.0f} {ratio:>7.2f} {tgt:>7} {p99:>9.0f} {cpu:>7.0f}  {paired}")
     print("\nper replica over the whole run: CPU seconds, peak RSS")
     for name, (cpu, rss) in usage.items():
         print(f"  {name:<10} {cpu:8.1f} s {rss / 2**20:8.1f} MiB")

@@ -33,9 +33,12 @@ class Backing:
     size: int  # bytes of the data area (the volume)
     store: MetaStore
     path: str
+    sync_fd: int | None = None  # the metadata's file or device again, O_DSYNC (MetaStore)
 
     def close(self) -> None:
-        for fd in {self.fd, self.md_fd}:
+        for fd in {self.fd, self.md_fd, self.sync_fd}:
+            if fd is None:
+                continue
             try:
                 os.close(fd)
             except OSError:
@@ -95,7 +98,7 @@ def grow(backing: Backing, sb: Super, new_size: int | None) -> int:
     bitmaps = [store.load_bitmap(i) for i in range(MAX_PEERS)]
     if backing.md_fd != backing.fd and device_size(backing.md_fd) < metadata_bytes(size):
         os.ftruncate(backing.md_fd, metadata_bytes(size))
-    new = MetaStore(backing.md_fd, new_base, size)
+    new = MetaStore(backing.md_fd, new_base, size, backing.sync_fd)
     new.sb_seq, new.al_seq = store.sb_seq, store.al_seq
     for i, bm in enumerate(bitmaps):
         new.save_bitmap(i, bm[: new.bm_len], sync=False)
@@ -116,6 +119,8 @@ def attach(path: str, metadata: str, node_id: int, want_size: int | None) -> tup
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
         raise AttachError(f"cannot open backing disk {path}: {exc.strerror}") from exc
+    md_fd: int | None = None
+    sync_fd: int | None = None
     try:
         total = device_size(fd)
         if metadata == "internal":
@@ -135,13 +140,14 @@ def attach(path: str, metadata: str, node_id: int, want_size: int | None) -> tup
             if device_size(md_fd) < metadata_bytes(size):
                 os.ftruncate(md_fd, metadata_bytes(size))
             base = 0
-        store = MetaStore(md_fd, base, size)
+        sync_fd = os.open(path if metadata == "internal" else metadata, os.O_RDWR | os.O_DSYNC | os.O_CLOEXEC)
+        store = MetaStore(md_fd, base, size, sync_fd)
         try:
             sb = store.load_super()
             if sb is None and metadata == "internal":
                 moved = find_moved(fd, base)
                 if moved is not None:
-                    store = MetaStore(md_fd, moved, size)
+                    store = MetaStore(md_fd, moved, size, sync_fd)
                     sb = store.load_super()
                     log.warning("metadata found where it was before the device grew; run `resize` to use the "
                                 "new space", extra=kv(path=path, offset=moved))  # fmt: skip
@@ -160,7 +166,8 @@ def attach(path: str, metadata: str, node_id: int, want_size: int | None) -> tup
         elif sb.size > (room if metadata == "internal" else total):
             raise AttachError(f"metadata records a volume of {sb.size} bytes but {path} now holds only {total}")
         store.size, store.bm_len = sb.size, bitmap_bytes(sb.size)  # a grown disk is used after `resize`
-        return Backing(fd, md_fd, sb.size, store, path), sb, created
+        return Backing(fd, md_fd, sb.size, store, path, sync_fd), sb, created
     except BaseException:
-        os.close(fd)
+        for f in {fd, md_fd, sync_fd} - {None}:
+            os.close(f)  # type: ignore[arg-type]
         raise

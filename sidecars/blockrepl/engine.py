@@ -99,9 +99,12 @@ class Engine:
         self.sb.primary = False
         self.persist_sync()
 
-    def persist_sync(self) -> None:
-        """Bitmaps (dirty ones), then the superblock. Blocking: call from a thread or at start/stop."""
+    def persist_sync(self, data: bool = True) -> None:
+        """Data (``data``: what the superblock says about the disk holds on disk too), then the
+        dirty bitmaps, then the superblock. Blocking: call from a thread or at start/stop."""
         store = self.backing.store
+        if data and not self.diskless():
+            os.fdatasync(self.fd)
         for pid in list(self.bm_dirty):
             idx, _ = self.sb.slot(pid)
             store.save_bitmap(idx, self.bitmaps[pid].to_bytes(), sync=False)
@@ -285,7 +288,7 @@ class Engine:
                 if exts and not self.diskless():  # no local writes, no activity log
                     evicted = self.al.add(exts)
                     if evicted and self.bm_dirty:
-                        await asyncio.to_thread(self.persist_sync)
+                        await asyncio.to_thread(self.persist_sync, False)
                     await asyncio.to_thread(self.backing.store.save_al, self.al.active())
                 fut.set_result(None)
             except OSError as exc:

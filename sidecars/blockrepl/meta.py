@@ -129,10 +129,17 @@ def unpack_al(body: bytes) -> list[int]:
 
 
 class MetaStore:
-    """Synchronous reads and writes of the metadata area (callers run them off the event loop)."""
+    """Synchronous reads and writes of the metadata area (callers run them off the event loop).
 
-    def __init__(self, fd: int, base: int, size: int) -> None:
-        self.fd, self.base, self.size = fd, base, size
+    With ``sync_fd`` (the same file or device opened with O_DSYNC) every metadata write is
+    durable when it returns and only its own range is written back (plus a cache flush):
+    an activity-log transaction no longer writes back every dirty data page of a backing
+    file that also holds the metadata. Callers that need *data* durable flush it themselves
+    (Engine.persist_sync). Without it, writes are followed by ``fdatasync`` of ``fd``.
+    """
+
+    def __init__(self, fd: int, base: int, size: int, sync_fd: int | None = None) -> None:
+        self.fd, self.base, self.size, self.sync_fd = fd, base, size, sync_fd
         self.sb_seq = 0
         self.al_seq = 0
         self.bm_len = bitmap_bytes(size)
@@ -155,9 +162,7 @@ class MetaStore:
 
     def save_super(self, sb: Super, sync: bool = True) -> None:
         self.sb_seq += 1
-        os.pwrite(self.fd, pack_slot(SB_MAGIC, self.sb_seq, sb.to_json()), self.base + (self.sb_seq % 2) * BLOCK)
-        if sync:
-            os.fdatasync(self.fd)
+        self._write(pack_slot(SB_MAGIC, self.sb_seq, sb.to_json()), self.base + (self.sb_seq % 2) * BLOCK, sync)
 
     def load_al(self) -> list[int]:
         got = self._best(2, AL_MAGIC)
@@ -168,12 +173,15 @@ class MetaStore:
 
     def save_al(self, extents: list[int], sync: bool = True) -> None:
         self.al_seq += 1
-        os.pwrite(
-            self.fd,
-            pack_slot(AL_MAGIC, self.al_seq, pack_al(extents)),
-            self.base + (2 + self.al_seq % 2) * BLOCK,
-        )
-        if sync:
+        self._write(pack_slot(AL_MAGIC, self.al_seq, pack_al(extents)), self.base + (2 + self.al_seq % 2) * BLOCK, sync)
+
+    def _write(self, data: bytes, offset: int, sync: bool) -> None:
+        fd = self.fd if self.sync_fd is None else self.sync_fd
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+        if sync and self.sync_fd is None:
             os.fdatasync(self.fd)
 
     def _bm_off(self, slot: int) -> int:
@@ -183,9 +191,7 @@ class MetaStore:
         return os.pread(self.fd, self.bm_len, self._bm_off(slot))
 
     def save_bitmap(self, slot: int, data: bytes, sync: bool = True) -> None:
-        os.pwrite(self.fd, data.ljust(self.bm_len, b"\0"), self._bm_off(slot))
-        if sync:
-            os.fdatasync(self.fd)
+        self._write(data.ljust(self.bm_len, b"\0"), self._bm_off(slot), sync)
 
     def wipe(self) -> None:
         """Create-md: zero the headers and every bitmap (a fresh replica)."""

@@ -180,6 +180,9 @@ class Cluster:
                 cfg[k] = v
             self.replicas.append(Replica(i, root, cfg, self.sup, netns[i] if netns else None))
 
+    def pids(self) -> list[int]:
+        return [r.child.pid for r in self.replicas if r.child is not None]
+
     def __getitem__(self, i: int) -> Replica:
         return self.replicas[i]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -110,3 +111,23 @@ def test_activity_log_lru_and_in_flight() -> None:
     assert set(al.active()) == {0, 2}
     al.end(0, 1)
     assert al.in_flight() == 0
+
+
+def test_attached_metadata_is_written_durably_without_flushing_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Metadata goes through an O_DSYNC descriptor (durable on return, its own range only):
+    an activity-log update must not fdatasync the whole backing file."""
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    backing, _, _ = attach(str(img), "internal", 0, None)
+    try:
+        st = backing.store
+        assert st.sync_fd is not None and fcntl.fcntl(st.sync_fd, fcntl.F_GETFL) & os.O_DSYNC
+        synced: list[int] = []
+        monkeypatch.setattr(M.os, "fdatasync", synced.append)
+        st.save_al([3, 4])
+        assert synced == [] and M.MetaStore(backing.fd, st.base, st.size).load_al() == [3, 4]
+    finally:
+        backing.close()
