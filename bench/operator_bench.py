@@ -99,15 +99,19 @@ def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def request_counts(cp: ControlPlane) -> dict[tuple[str, str], float]:
-    """apiserver_request_total summed by (verb, resource[/subresource])."""
+def request_counts(cp: ControlPlane) -> dict[tuple[str, str], tuple[float, float]]:
+    """(count, seconds spent serving) by (verb, resource[/subresource]), from the API server's
+    apiserver_request_total and apiserver_request_duration_seconds_sum."""
     text = cp.kubectl("get", "--raw", "/metrics", timeout=60).stdout
-    out: dict[tuple[str, str], float] = {}
-    for m in re.finditer(r"^apiserver_request_total\{([^}]*)\} (\S+)$", text, re.M):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for m in re.finditer(r"^apiserver_request_(total|duration_seconds_sum)\{([^}]*)\} (\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        if labels.get("verb") == "WATCH":
+            continue  # a watch's duration is how long it stayed open
         res = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
         k = (labels.get("verb", ""), res)
-        out[k] = out.get(k, 0.0) + float(m.group(2))
+        n, secs = out.get(k, (0.0, 0.0))
+        out[k] = (n + float(m.group(3)), secs) if m.group(1) == "total" else (n, secs + float(m.group(3)))
     return out
 
 
@@ -212,10 +216,13 @@ def main() -> int:
     cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
     print("operator: CPU seconds during the run: "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
-    delta = {k: v - calls0.get(k, 0.0) for k, v in calls1.items() if v - calls0.get(k, 0.0) > 0}
-    print(f"operator: {sum(delta.values()):.0f} API requests during the run; most frequent:")
-    for (verb, res), n in sorted(delta.items(), key=lambda kv: -kv[1])[:25]:
-        print(f"  {n:7.0f} {verb} {res}")
+    delta = {k: (n - calls0.get(k, (0.0, 0.0))[0], secs - calls0.get(k, (0.0, 0.0))[1])
+             for k, (n, secs) in calls1.items()}
+    delta = {k: v for k, v in delta.items() if v[0] > 0}
+    print(f"operator: {sum(n for n, _ in delta.values()):.0f} API requests during the run "
+          f"({sum(s for _, s in delta.values()):.0f} s of API server time); most time spent on:")
+    for (verb, res), (n, secs) in sorted(delta.items(), key=lambda kv: -kv[1][1])[:20]:
+        print(f"  {n:7.0f} {verb} {res} ({secs:.1f} s)")
     print("operator: Events in the namespace by source and reason: "
           + ", ".join(f"{k} {n}" for n, k in events[:8]))
     if done != ns.clusters or not alive:

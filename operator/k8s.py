@@ -40,6 +40,9 @@ KINDS: dict[tuple[str, str], tuple[str, bool]] = {
 }
 
 
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+
+
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, body: str = "") -> None:
         super().__init__(f"{status} {reason}: {body[:500]}")
@@ -61,12 +64,11 @@ class Kube:
         self.field_manager = field_manager
 
     def _call(self, method: str, url: str, body: Any = None, query: dict[str, Any] | None = None,
-              content_type: str = "application/json") -> Any:
+              content_type: str = "application/json", accept: str = "application/json") -> Any:
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         m, full, headers, data, _ = self.api.param_serialize(
-            method=method, resource_path=url, header_params={"Content-Type": content_type,
-                                                             "Accept": "application/json"},
+            method=method, resource_path=url, header_params={"Content-Type": content_type, "Accept": accept},
             body=body, auth_settings=["BearerToken"])
         try:
             resp = self.api.call_api(m, full, header_params=headers, body=data, _request_timeout=(5, 30))
@@ -78,11 +80,13 @@ class Kube:
         return json.loads(resp.data) if resp.data else None
 
     def apply(self, obj: dict[str, Any], force: bool = True) -> dict[str, Any]:
+        """Server-side apply; returns the object's metadata only (a PartialObjectMetadata): the
+        server need not serialize, nor the operator parse, a whole StatefulSet it does not read."""
         meta = obj["metadata"]
         url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         out: dict[str, Any] = self._call("PATCH", url, obj, {"fieldManager": self.field_manager,
                                                              "force": "true" if force else None},
-                                         content_type="application/apply-patch+yaml")
+                                         content_type="application/apply-patch+yaml", accept=METADATA_ONLY)
         return out
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:

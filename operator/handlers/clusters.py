@@ -46,8 +46,10 @@ def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -
 
 @kopf.timer(G, V, P, interval=15, initial_delay=15, id="status")
 def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Reports go stale without any event: the cluster's, its monitors' and its volume's status."""
     reads = indexes.reads(memo.kube, kwargs)
     run(P, "status", body, patch, lambda: status_only.cluster(memo.kube, dict(body), reads=reads))
+    status_only.refresh_dependents(memo.kube, dict(body), reads)
 
 
 @kopf.on.event("", "v1", "pods", labels={consts.LABEL_CLUSTER: kopf.PRESENT}, id="member")

@@ -76,12 +76,26 @@ def refresh_cluster(kube: Kube, ns: str, name: str, reads: Reads | None = None) 
     new = cleaned(cluster(kube, body, reads=reads))
     if status_changed(dict(body.get("status") or {}), new):
         kube.patch(consts.API_VERSION, "HACluster", ns, name, {"status": new}, subresource="status")
+    refresh_dependents(kube, body, reads)
+
+
+def refresh_dependents(kube: Kube, body: dict[str, Any], reads: Reads | None = None) -> None:
+    """The status of the monitors probing a HACluster and of its volume (they have no timer of
+    their own: the cluster's status timer and its members' events keep them current)."""
+    reads = reads or ApiReads(kube)
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for mon in reads.monitors(ns, name):
         monitor.refresh(kube, mon, reads=reads)
     ref = HACluster.from_body(body).resource("volume")
-    rv = reads.volume(ns, ref.name) if ref else None
-    if ref is not None and rv is not None:
-        new_rv = cleaned(volume.reconcile(kube, rv, reads=reads))
-        if status_changed(dict(rv.get("status") or {}), new_rv):
-            kube.patch(consts.API_VERSION, "ReplicatedVolume", ns, ref.name, {"status": new_rv},
-                       subresource="status")
+    if ref is not None:
+        refresh_volume(kube, ns, ref.name, reads)
+
+
+def refresh_volume(kube: Kube, ns: str, name: str, reads: Reads | None = None) -> None:
+    reads = reads or ApiReads(kube)
+    rv = reads.volume(ns, name)
+    if rv is None:
+        return
+    new_rv = cleaned(volume.reconcile(kube, rv, reads=reads))
+    if status_changed(dict(rv.get("status") or {}), new_rv):
+        kube.patch(consts.API_VERSION, "ReplicatedVolume", ns, name, {"status": new_rv}, subresource="status")
