@@ -5,35 +5,13 @@ kind. It runs with the chart's ServiceAccount and RBAC, non-root, read-only root
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from harness import binaries, samples
-from harness.hastack_api import CHART, condition
+from harness import samples
+from harness.hastack_api import condition
 from harness.lab import Lab
 from harness.lab_pytest import wait_pods_ready
-from harness.procs import run, wait_for
-
-RELEASE = "hastack"
-RELEASE_NS = "hastack-system"
-
-
-def helm(lab: Lab, *args: str, timeout: float = 300) -> str:
-    argv = [str(binaries.find("helm")), f"--kubeconfig={lab.kubeconfig}", *args]
-    return run(argv, timeout=timeout).stdout
-
-
-@pytest.fixture
-def operator_release(lab: Lab, hastack_image: str) -> Iterator[str]:
-    repository, tag = hastack_image.rsplit(":", 1)
-    helm(lab, "upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--create-namespace",
-         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-         "--set", "image.pullPolicy=Never", "--wait", "--timeout=4m")  # fmt: skip
-    yield RELEASE_NS
-    helm(lab, "uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait", "--timeout=2m")
-    lab.kubectl("delete", "namespace", RELEASE_NS, "--wait=false", check=False)
+from harness.procs import wait_for
 
 
 def _get(lab: Lab, plural: str, name: str, ns: str) -> dict[str, Any]:

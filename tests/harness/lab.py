@@ -239,14 +239,19 @@ class Lab:
         self.apply(docs)
         self.recycle_released_pvs()
 
-    def recycle_released_pvs(self) -> None:
-        """A Retain PV whose claim is gone becomes Available again (its disk keeps its bytes)."""
+    def recycle_released_pvs(self, wipe: bool = True) -> None:
+        """A Retain PV whose claim is gone becomes Available again, its disk discarded first (as a
+        provisioner hands out a fresh volume: the next claim finds no filesystem, no metadata)."""
         pvs = json.loads(self.kubectl("get", "pv", "-o", "json").stdout)["items"]
         for pv in pvs:
             if (
                 pv["status"].get("phase") == "Released"
                 and pv["spec"].get("storageClassName") == lab_addons.STORAGE_CLASS
             ):
+                device = (pv["spec"].get("local") or {}).get("path", "")
+                if wipe and device.startswith("/dev/loop"):
+                    # blkdiscard, not a hole punched in the file: it also drops the device's page cache
+                    run(["blkdiscard", device], timeout=60)
                 self.kubectl(
                     "patch",
                     "pv",

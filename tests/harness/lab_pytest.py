@@ -4,6 +4,7 @@
   running; otherwise the fixture brings one up and, at the end, takes it down and fails
   the run if anything of it is left on the machine.
 - `hastack_image` (session): the hastack image built locally and imported into every node.
+- `operator_release` (session): charts/hastack installed with that image; yields its namespace.
 - `lab_namespace`: a fresh namespace per test, deleted afterwards.
 """
 
@@ -59,6 +60,16 @@ def hastack_image(lab: Lab) -> str:
     lab.import_image(img.archive)
     _report.append(f"hastack image {img.tag} ready in {img.seconds:.1f}s")
     return img.tag
+
+
+@pytest.fixture(scope="session")
+def operator_release(lab: Lab, hastack_image: str) -> Iterator[str]:
+    """The chart installed once per session (helm, the local image); uninstalled at the end."""
+    from harness import lab_hastack
+
+    lab_hastack.install_operator(lab, hastack_image)
+    yield lab_hastack.RELEASE_NS
+    lab_hastack.uninstall_operator(lab)
 
 
 @pytest.fixture
