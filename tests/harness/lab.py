@@ -28,7 +28,7 @@ from typing import Any
 from harness import binaries, lab_addons, lab_images, lab_net, pki
 from harness.controlplane import ControlPlane
 from harness.kubeconfig import http_get, tls_context
-from harness.lab_node import LabNode, loops_backed_under, mounts_under, procs_matching, unmount_all
+from harness.lab_node import LabNode, exposure_loops, loops_backed_under, mounts_under, procs_matching, unmount_all
 from harness.lab_nodecfg import CNI_BIN_DIR, CNI_NETWORK
 from harness.procs import pid_alive, run, wait_for
 
@@ -305,7 +305,7 @@ class Lab:
         for root in self.shared_roots:
             unmount_all(root)
         unmount_all(self.dir)
-        for loop in loops_backed_under(self.dir):
+        for loop in [*exposure_loops(), *loops_backed_under(self.dir)]:
             subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
         for net in lab_net.plan(lab_net.MAX_NODES):
             lab_net.teardown_node(net)
@@ -323,6 +323,7 @@ class Lab:
         for prefix in (self.dir, *self.shared_roots):
             found += [f"mount {m}" for m in _mounts_with(str(prefix))]
         found += [f"loop {lp}" for lp in loops_backed_under(self.dir)]
+        found += [f"loop {lp} (a member's exposed volume)" for lp in exposure_loops()]
         found += [f"cgroup {c}" for c in Path("/sys/fs/cgroup").glob(f"*/{lab_net.PREFIX}-*")]
         if self.dir.exists():
             found.append(f"directory {self.dir}")

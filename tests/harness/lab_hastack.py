@@ -18,9 +18,11 @@ from harness import binaries
 from harness.hastack_api import CHART
 from harness.lab import Lab
 from harness.lab_images import BUSYBOX_IMAGE
-from harness.lab_node import _loop_rows, mounts_under
+from harness.lab_node import exposure_loops, mounts_under
 from harness.procs import pid_alive, run, wait_for
 from harness.samples import API
+
+__all__ = ["exposure_loops"]  # the tests see every check of the nodes here
 
 RELEASE = "hastack"
 RELEASE_NS = "hastack-system"
@@ -36,8 +38,7 @@ MOUNT_ROOT = "/var/lib/hastack/mounts"  # the operator's default spec.mountRoot 
 APP_LOG = "served-by.log"
 APP_SCRIPT = (f'echo "$HASTACK_POD_NAME" >> /data/{APP_LOG} && sync -d /data/{APP_LOG} && '
               f'exec httpd -f -p {APP_PORT} -h /data')
-# Where heartbeat's nbdfuse file is, as the loop device attached inside the pod names it.
-EXPOSE_FILE = "/run/hastack/expose/fuse/nbd"
+
 
 
 def helm(lab: Lab, *args: str, timeout: float = 300) -> str:
@@ -125,12 +126,6 @@ def mounted_device(path: Path) -> str | None:
 def device_number(device: str) -> str:
     st = os.stat(device)
     return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-
-
-def exposure_loops() -> list[str]:
-    """Loop devices attached to a member's nbdfuse file (any member, any node: one kernel); once the
-    FUSE mount is gone with its container, losetup names the file by what is left of its path."""
-    return sorted(name for name, back, _, _ in _loop_rows() if back in (EXPOSE_FILE, "/nbd"))
 
 
 def pod_processes(uid: str, name: str) -> list[int]:

@@ -63,6 +63,16 @@ def _loop_rows() -> list[tuple[str, str, int, str]]:
     return rows
 
 
+# Where heartbeat's nbdfuse file is, as the loop device attached inside a member pod names it; once
+# the FUSE mount is gone with its container, losetup names it by what is left of the path.
+EXPOSE_FILE = "/run/hastack/expose/fuse/nbd"
+
+
+def exposure_loops() -> list[str]:
+    """Loop devices attached to a member's nbdfuse file (any member, any node: one kernel)."""
+    return sorted(name for name, back, _, _ in _loop_rows() if back in (EXPOSE_FILE, "/nbd"))
+
+
 def loops_backed_under(root: Path) -> list[str]:
     """Loop devices whose backing file lies under `root`, preceded by the loop devices that pin
     them (the kubelet maps a Block PV through one more loop device on the device node itself:
