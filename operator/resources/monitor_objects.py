@@ -59,7 +59,8 @@ def desired(body: dict[str, Any], image: str) -> list[dict[str, Any]]:
                                      {"name": "run", "mountPath": consts.RUN_DIR}],
                     "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                         "capabilities": {"drop": ["ALL"]}},
-                    "resources": {"requests": {"cpu": "20m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}},
+                    # mon's RSS on real nodes is ~155 MiB (Python + the Kubernetes client): 128Mi OOMKilled it
+                    "resources": {"requests": {"cpu": "20m", "memory": "160Mi"}, "limits": {"memory": "256Mi"}},
                 }],
                 "volumes": [{"name": "config", "configMap": {"name": name}},
                             {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}],
