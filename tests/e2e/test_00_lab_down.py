@@ -8,9 +8,12 @@ import pytest
 from harness import lab_images, lab_net, pki
 from harness.lab import Lab, LabConfig
 from harness.lab_addons import attach_disk
+from harness.lab_pytest import LAB_ONLY, cluster_kind
 
 
-def test_down_of_a_half_built_lab_leaves_nothing() -> None:
+def test_down_of_a_half_built_lab_leaves_nothing(request: pytest.FixtureRequest) -> None:
+    if cluster_kind(request.config) == "kind":
+        pytest.skip("lab only: this test " + LAB_ONLY)
     lab = Lab(LabConfig(nodes=2))
     if lab.api_healthy():
         pytest.skip("a lab is up (hastack lab up); not tearing it down")

@@ -9,20 +9,19 @@ from typing import Any
 
 from harness import samples
 from harness.hastack_api import condition
-from harness.lab import Lab
-from harness.lab_pytest import wait_pods_ready
+from harness.lab_pytest import Cluster, wait_pods_ready
 from harness.procs import wait_for
 
 
-def _get(lab: Lab, plural: str, name: str, ns: str) -> dict[str, Any]:
-    return dict(json.loads(lab.kubectl("get", f"{plural}.hastack.io", name, "-n", ns, "-o", "json").stdout))
+def _get(cluster: Cluster, plural: str, name: str, ns: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", f"{plural}.hastack.io", name, "-n", ns, "-o", "json").stdout))
 
 
 def test_chart_operator_runs_on_lab_nodes_and_accepts_each_kind(
-    lab: Lab, operator_release: str, lab_namespace: str
+    cluster: Cluster, operator_release: str, lab_namespace: str
 ) -> None:
-    pods = wait_pods_ready(lab, operator_release, "app.kubernetes.io/name=hastack", 2, timeout=180)
-    assert {p["spec"]["nodeName"] for p in pods} <= {n.name for n in lab.nodes}
+    pods = wait_pods_ready(cluster, operator_release, "app.kubernetes.io/name=hastack", 2, timeout=180)
+    assert {p["spec"]["nodeName"] for p in pods} <= {n.name for n in cluster.nodes}
     for pod in pods:
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         assert pod["spec"]["serviceAccountName"] != "default"
@@ -30,11 +29,11 @@ def test_chart_operator_runs_on_lab_nodes_and_accepts_each_kind(
     ns = lab_namespace
     objects = [samples.hacluster(namespace=ns), samples.replicatedvolume(namespace=ns),
                samples.servicemonitor(namespace=ns)]  # fmt: skip
-    lab.apply(objects, ns)
+    cluster.apply(objects, ns)
     for plural, name in (("haclusters", "web"), ("replicatedvolumes", "data"), ("servicemonitors", "web-http")):
 
         def accepted(plural: str = plural, name: str = name) -> dict[str, Any] | None:
-            obj = _get(lab, plural, name, ns)
+            obj = _get(cluster, plural, name, ns)
             cond = condition(obj, "Accepted")
             return obj if cond and cond.get("status") == "True" else None
 

@@ -18,6 +18,7 @@ from harness import binaries
 from harness.hastack_api import CHART
 from harness.lab import Lab
 from harness.lab_images import BUSYBOX_IMAGE
+from harness.lab_kind import KindCluster
 from harness.lab_node import exposure_loops, mounts_under
 from harness.procs import pid_alive, run, wait_for
 from harness.samples import API
@@ -41,20 +42,20 @@ APP_SCRIPT = (f'echo "$HASTACK_POD_NAME" >> /data/{APP_LOG} && sync -d /data/{AP
 
 
 
-def helm(lab: Lab, *args: str, timeout: float = 300) -> str:
+def helm(lab: Lab | KindCluster, *args: str, timeout: float = 300) -> str:
     argv = [str(binaries.find("helm")), f"--kubeconfig={lab.kubeconfig}", *args]
     return run(argv, timeout=timeout).stdout
 
 
-def install_operator(lab: Lab, image_tag: str) -> None:
+def install_operator(lab: Lab | KindCluster, image_tag: str) -> None:
     """`helm upgrade --install` of charts/hastack with the locally built image (no registry)."""
     repository, tag = image_tag.rsplit(":", 1)
     helm(lab, "upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--create-namespace",
-         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+         "--set", f"image.repository={repository}", "--set-string", f"image.tag={tag}",
          "--set", "image.pullPolicy=Never", "--wait", "--timeout=4m")  # fmt: skip
 
 
-def uninstall_operator(lab: Lab) -> None:
+def uninstall_operator(lab: Lab | KindCluster) -> None:
     helm(lab, "uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait", "--timeout=2m")
     lab.kubectl("delete", "namespace", RELEASE_NS, "--wait=false", check=False)
 

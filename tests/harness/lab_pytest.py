@@ -1,8 +1,12 @@
 """pytest glue for the lab (e2e tier). Import the names into tests/e2e/conftest.py.
 
+- `cluster` (session): where the e2e tests run: the lab (default), or a kind cluster with
+  `--cluster=kind` / HASTACK_E2E_CLUSTER=kind (harness/lab_kind.py; skipped with the reason
+  where Docker or kind are missing).
 - `lab` (session): a 2-node lab. A lab already up (`hastack lab up`) is reused and left
   running; otherwise the fixture brings one up and, at the end, takes it down and fails
-  the run if anything of it is left on the machine.
+  the run if anything of it is left on the machine. Tests that ask for `lab` itself (node
+  faults, host-side checks) skip on kind, saying so.
 - `hastack_image` (session): the hastack image built locally and imported into every node.
 - `operator_release` (session): charts/hastack installed with that image; yields its namespace.
 - `lab_namespace`: a fresh namespace per test, deleted afterwards.
@@ -12,25 +16,66 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 
 from harness import image
 from harness.lab import Lab, LabConfig
-from harness.lab_images import BUSYBOX_IMAGE
+from harness.lab_images import BUSYBOX_IMAGE, system_images
+from harness.lab_kind import KindCluster
 from harness.lab_workloads import TCP_SERVER, headless_service, spread_statefulset
 from harness.procs import wait_for
+
+Cluster: TypeAlias = Lab | KindCluster
+LAB_ONLY = ("needs the lab's own nodes (network namespaces on this host: node faults, host-side checks "
+            "of mounts and loop devices, local Block PVs on loop devices); kind nodes are containers")
+
+
+def cluster_kind(config: pytest.Config) -> str:
+    """`--cluster` where tests/e2e/conftest.py registered it, else HASTACK_E2E_CLUSTER, else the lab."""
+    try:
+        return str(config.getoption("--cluster"))
+    except ValueError:
+        return os.environ.get("HASTACK_E2E_CLUSTER", "lab")
+
+
+def add_cluster_option(parser: pytest.Parser) -> None:
+    parser.addoption("--cluster", choices=("lab", "kind"), default=os.environ.get("HASTACK_E2E_CLUSTER", "lab"),
+                     help="where the e2e tier runs: the lab (default) or a kind cluster (needs Docker and kind)")
+
 
 LOCK = Path("/run/hastack-lab.lock")
 _report: list[str] = []
 
 
 @pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    if cluster_kind(request.config) != "kind":
+        yield request.getfixturevalue("lab")
+        return
+    from harness import lab_kind
+
+    problems = lab_kind.missing()
+    if problems:
+        pytest.skip("--cluster=kind: " + "; ".join(problems))
+    kind = lab_kind.KindCluster()
+    request.addfinalizer(kind.down)
+    kind.up()
+    for img in system_images():  # busybox and friends, as the lab's nodes have them
+        kind.import_image(img.archive)
+    _report.append(f"kind cluster {lab_kind.CLUSTER_NAME}: nodes {[n.name for n in kind.nodes]}")
+    yield kind
+
+
+@pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    if cluster_kind(request.config) == "kind":
+        pytest.skip("lab only: this test " + LAB_ONLY)
     lock = open(LOCK, "w")  # noqa: SIM115 - held for the whole session
     fcntl.flock(lock, fcntl.LOCK_EX)
     request.addfinalizer(lock.close)
@@ -55,43 +100,44 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="session")
-def hastack_image(lab: Lab) -> str:
+def hastack_image(cluster: Cluster) -> str:
     img = image.build()
-    lab.import_image(img.archive)
+    cluster.import_image(img.archive)
     _report.append(f"hastack image {img.tag} ready in {img.seconds:.1f}s")
     return img.tag
 
 
 @pytest.fixture(scope="session")
-def operator_release(lab: Lab, hastack_image: str) -> Iterator[str]:
+def operator_release(cluster: Cluster, hastack_image: str) -> Iterator[str]:
     """The chart installed once per session (helm, the local image); uninstalled at the end."""
     from harness import lab_hastack
 
-    lab_hastack.install_operator(lab, hastack_image)
+    lab_hastack.install_operator(cluster, hastack_image)
     yield lab_hastack.RELEASE_NS
-    lab_hastack.uninstall_operator(lab)
+    lab_hastack.uninstall_operator(cluster)
 
 
 @pytest.fixture
-def lab_namespace(lab: Lab) -> Iterator[str]:
+def lab_namespace(cluster: Cluster) -> Iterator[str]:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
-    lab.kubectl("create", "namespace", name)
+    cluster.kubectl("create", "namespace", name)
     wait_for(
-        lambda: lab.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+        lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
         30,
         f"ServiceAccount default in {name}",
     )
     yield name
-    lab.kubectl("delete", "namespace", name, "--wait=true", "--timeout=90s", check=False, timeout=120)
-    lab.recycle_released_pvs()
+    cluster.kubectl("delete", "namespace", name, "--wait=true", "--timeout=90s", check=False, timeout=120)
+    if isinstance(cluster, Lab):
+        cluster.recycle_released_pvs()
 
 
-def pods(lab: Lab, namespace: str, selector: str) -> list[dict[str, Any]]:
+def pods(lab: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
     out = lab.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
     return list(json.loads(out)["items"])
 
 
-def wait_pods_ready(lab: Lab, namespace: str, selector: str, count: int, timeout: float = 120) -> list[Any]:
+def wait_pods_ready(lab: Cluster, namespace: str, selector: str, count: int, timeout: float = 120) -> list[Any]:
     def ready() -> list[Any] | None:
         items = pods(lab, namespace, selector)
         ok = [
@@ -104,7 +150,7 @@ def wait_pods_ready(lab: Lab, namespace: str, selector: str, count: int, timeout
     return wait_for(ready, timeout, f"{count} ready pods {selector} in {namespace}")
 
 
-def start_tcp_peers(lab: Lab, namespace: str) -> list[dict[str, Any]]:
+def start_tcp_peers(lab: Cluster, namespace: str) -> list[dict[str, Any]]:
     """Two busybox pods, one per node, each answering "tcp-<name>" on TCP_PORT; headless Service
     `peers`. Returns the ready pods."""
     lab.apply(
