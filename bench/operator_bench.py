@@ -2,13 +2,14 @@
 every one is reconciled (status.observedGeneration current, every child object present), and the
 operator's peak RSS. Targets: 200 clusters in <= 60 s, <= 300 MiB.
 
-    .venv/bin/python bench/operator_bench.py [--clusters 200] [--profile DIR]
+    .venv/bin/python bench/operator_bench.py [--clusters 200] [--profile DIR] [--without-operator]
 
 Beside the result it prints the load average, the CPU seconds each process spent during the run
 (operator, kube-apiserver, etcd, controllers) and the API requests by verb and resource (from the
 API server's apiserver_request_total), so a slow run says where its time went. --profile DIR
-also runs the operator under py-spy (collapsed stacks of every thread in DIR/operator.txt)
-when py-spy is installed.
+also runs the operator under py-spy (collapsed stacks of the thread holding the GIL, i.e. where
+the operator spends its CPU, in DIR/operator.txt) when py-spy is installed. --without-operator
+only creates the objects: the floor, what the API server and etcd spend on the input alone.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def profiled(op: OperatorProcess, out: pathlib.Path) -> None:
     start = sup.start
 
     def wrapped(name: str, argv: Any, **kw: Any) -> Any:
-        return start(name, [spy, "record", "--format", "raw", "--rate", "50", "--threads", "--nonblocking",
+        return start(name, [spy, "record", "--format", "raw", "--rate", "50", "--gil", "--nonblocking",
                             "-o", str(out), "--", *argv], **kw)
 
     sup.start = wrapped  # type: ignore[method-assign]
@@ -159,16 +160,46 @@ def events_by_source(cp: ControlPlane) -> list[tuple[int, str]]:
     return sorted(((n, k) for k, n in counts.items()), reverse=True)
 
 
+def report(cpu0: dict[str, float], cpu1: dict[str, float], calls0: dict[tuple[str, str], tuple[float, float]],
+           calls1: dict[tuple[str, str], tuple[float, float]]) -> None:
+    cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+    print("operator: CPU seconds during the run: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+    delta = {k: (n - calls0.get(k, (0.0, 0.0))[0], secs - calls0.get(k, (0.0, 0.0))[1])
+             for k, (n, secs) in calls1.items()}
+    delta = {k: v for k, v in delta.items() if v[0] > 0}
+    print(f"operator: {sum(n for n, _ in delta.values()):.0f} API requests during the run "
+          f"({sum(s for _, s in delta.values()):.0f} s of API server time); most time spent on:")
+    for (verb, res), (n, secs) in sorted(delta.items(), key=lambda kv: -kv[1][1])[:20]:
+        print(f"  {n:7.0f} {verb} {res} ({secs:.1f} s)")
+
+
+def create_only(cp: ControlPlane, text: str, timeout: float) -> None:
+    """The floor: the same objects created with no operator running (what creating them costs)."""
+    pids = {cpu_seconds(p)[0] or str(p): p for p in cp.pids()}
+    calls0, cpu0 = request_counts(cp), cpu_by_process(pids)
+    t0 = time.monotonic()
+    cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text, timeout=timeout)
+    print(f"operator: without an operator, the objects are created in {time.monotonic() - t0:.1f} s")
+    report(cpu0, cpu_by_process(pids), calls0, request_counts(cp))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clusters", type=int, default=200)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--profile", type=pathlib.Path, help="write a py-spy profile of the operator here")
+    p.add_argument("--without-operator", action="store_true", help="only create the objects (the floor)")
     ns = p.parse_args()
     load_before = loadavg()
+    text = "".join(f"---\n{json.dumps(o)}\n" for o in objects(ns.clusters))
     with ControlPlane(nodes=0) as cp:
         install_crds(cp)
         ensure_namespace(cp, NS)
+        if ns.without_operator:
+            create_only(cp, text, ns.timeout)
+            print(f"operator: load average {load_before} before, {loadavg()} after (2 cores)")
+            return 0
         ensure_namespace(cp, "hastack-system")
         sa = install_rbac(cp, "hastack-system")
         op = OperatorProcess(cp, cp.kubeconfig_for_service_account("hastack-system", sa), "hastack-system",
@@ -181,7 +212,6 @@ def main() -> int:
         pid = python_pid(op.child.pid)
         pids = {cpu_seconds(p)[0] or str(p): p for p in cp.pids()}
         pids["operator"] = pid
-        text = "".join(f"---\n{json.dumps(o)}\n" for o in objects(ns.clusters))
         try:
             calls0, cpu0 = request_counts(cp), cpu_by_process(pids)
             t0 = time.monotonic()
@@ -213,16 +243,7 @@ def main() -> int:
           f"{elapsed / TARGET_SECONDS:.2f} (<= 1.00 meets it)")
     print(f"operator: peak RSS {peak:.0f} MiB; target {TARGET_MIB:.0f} MiB -> ratio {peak / TARGET_MIB:.2f} "
           "(<= 1.00 meets it)")
-    cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
-    print("operator: CPU seconds during the run: "
-          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
-    delta = {k: (n - calls0.get(k, (0.0, 0.0))[0], secs - calls0.get(k, (0.0, 0.0))[1])
-             for k, (n, secs) in calls1.items()}
-    delta = {k: v for k, v in delta.items() if v[0] > 0}
-    print(f"operator: {sum(n for n, _ in delta.values()):.0f} API requests during the run "
-          f"({sum(s for _, s in delta.values()):.0f} s of API server time); most time spent on:")
-    for (verb, res), (n, secs) in sorted(delta.items(), key=lambda kv: -kv[1][1])[:20]:
-        print(f"  {n:7.0f} {verb} {res} ({secs:.1f} s)")
+    report(cpu0, cpu1, calls0, calls1)
     print("operator: Events in the namespace by source and reason: "
           + ", ".join(f"{k} {n}" for n, k in events[:8]))
     if done != ns.clusters or not alive:

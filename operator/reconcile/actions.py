@@ -13,6 +13,7 @@ from hastack_common.logs import kv
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile.reads import Reads
 from hastack_operator.resources import fencing, names, rollout
+from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.spec import HACluster
 from hastack_operator.resources.status import Member
 
@@ -44,6 +45,14 @@ def rollout_step(cluster: HACluster, body: dict[str, Any], pods: list[dict[str, 
     pending = (body["metadata"].get("annotations") or {}).get(consts.ANNOTATION_SWITCHOVER)
     return rollout.plan((sts.get("status") or {}).get("updateRevision", ""), revisions, members,
                         names.members(cluster.name, cluster.replicas), pending)
+
+
+def update_condition(conds: Conditions, step: rollout.Step) -> None:
+    """``Updating``: what the rolling update does next, or why it need not."""
+    if step.action == "none":
+        conds.error("Updating", "UpToDate", step.reason)
+    else:
+        conds.success("Updating", "RollingUpdate", f"{step.action} {step.member}: {step.reason}".strip())
 
 
 def perform_rollout(kube: Kube, cluster: HACluster, pods: list[dict[str, Any]], step: rollout.Step) -> None:

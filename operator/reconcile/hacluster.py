@@ -7,6 +7,7 @@ and from any starting point converges on the same objects.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -140,12 +141,14 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
         conds.error("Accepted", "WaitingForVolume" if waiting else "InvalidSpec", str(exc))
         return Outcome({"phase": "Pending", "observedGeneration": cluster.generation,
                         "conditions": conds.to_list()}, retry_after=10.0 if waiting else 60.0)
-    wanted = desired(cluster, volume, reads.monitors(cluster.namespace, cluster.name), image)
+    monitors = reads.monitors(cluster.namespace, cluster.name)
+    wanted = desired(cluster, volume, monitors, image)
     sts = next(o for o in wanted if o["kind"] == "StatefulSet")
     # claim templates never change once created, so an indexed copy is as good as a fresh one
     growth.keep_claim_templates(sts, reads.statefulset(cluster.namespace, sts["metadata"]["name"]))
     ensure_secret(kube, cluster, fresh)
     pruned = apply_and_prune(kube, cluster, wanted, fresh, reconciled_before=bool(old))
+    _config_of[cluster.uid] = config_inputs(cluster, volume, monitors)
     metrics.record_managed(cluster.uid, wanted)
     not_grown = growth.grow(kube, cluster, volume, reads.claims(cluster.namespace, cluster.name)) \
         if volume is not None else []
@@ -161,6 +164,19 @@ def reconcile(kube: Kube, body: dict[str, Any], image: str, now: dt.datetime | N
     return Outcome(status, applied=len(wanted), pruned=pruned)
 
 
+def config_inputs(cluster: HACluster, volume: ReplicatedVolume | None, monitors: list[dict[str, Any]]) -> str:
+    """Everything the members' ConfigMap is rendered from, as one comparable string."""
+    return json.dumps([cluster.name, cluster.namespace, cluster.uid, cluster.spec,
+                       [volume.name, volume.spec] if volume else None,
+                       [[m["metadata"].get(k) for k in ("name", "namespace", "uid")] + [m.get("spec")]
+                        for m in monitors]], sort_keys=True, default=str)
+
+
+# Per cluster, the inputs of the ConfigMap this process last applied: a monitor's reconcile
+# that would render the same ConfigMap again skips rendering (YAML of every sidecar's config).
+_config_of: dict[str, str] = {}
+
+
 def refresh_config(kube: Kube, body: dict[str, Any], image: str, reads: Reads | None = None,
                    fresh: bool = True) -> None:
     """Re-render only the members' ConfigMap (a ServiceMonitor changed): sidecars reload it."""
@@ -168,10 +184,15 @@ def refresh_config(kube: Kube, body: dict[str, Any], image: str, reads: Reads | 
     cluster = HACluster.from_body(body)
     volume = volume_for(reads, cluster)
     chosen = reads.monitors(cluster.namespace, cluster.name)
+    inputs = config_inputs(cluster, volume, chosen)
+    if not fresh and _config_of.get(cluster.uid) == inputs:
+        return
     applied.apply_all(kube, cluster.uid, [owned(config_map(cluster, volume, chosen), cluster)], fresh)
+    _config_of[cluster.uid] = inputs
 
 
 def forget(uid: str) -> None:
     """The HACluster is gone: drop what this process remembered about it."""
     applied.forget(uid)
     _recorded.pop(uid, None)
+    _config_of.pop(uid, None)

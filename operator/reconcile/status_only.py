@@ -38,10 +38,7 @@ def cluster(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None,
     conds = Conditions(c.generation, [*status["conditions"],
                                       *[x for x in old.get("conditions") or [] if x.get("type") == "Accepted"]],
                        now=now)
-    if step.action == "none":
-        conds.error("Updating", "UpToDate", step.reason)
-    else:
-        conds.success("Updating", "RollingUpdate", f"{step.action} {step.member}: {step.reason}".strip())
+    actions.update_condition(conds, step)
     status["conditions"] = conds.to_list()
     return status
 

@@ -30,8 +30,12 @@ def _clean_lists(value: Any, in_list: bool = False) -> Any:
 
 def cleaned(new_status: dict[str, Any]) -> dict[str, Any]:
     """The status to send: nulls dropped inside lists (they mean nothing there); nulls of
-    dict fields kept, since in a merge patch they delete what was stored."""
+    dict fields kept, since in a merge patch they delete what was stored; conditions in one
+    order (by type), so that the full reconcile and the status refresh, which observe them in
+    different orders, write nothing when they agree."""
     out: dict[str, Any] = _clean_lists(new_status)
+    if isinstance(out.get("conditions"), list):
+        out["conditions"] = sorted(out["conditions"], key=lambda c: str((c or {}).get("type", "")))
     return out
 
 

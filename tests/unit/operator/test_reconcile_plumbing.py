@@ -125,3 +125,10 @@ def test_index_reads_answer_from_the_indexes_without_the_api() -> None:
     assert reads.statefulset("ns", "web") == {"metadata": {"name": "web"}}
     assert reads.node("n1") == {"metadata": {"name": "n1"}}
     assert not reads.fresh
+
+
+def test_conditions_are_sent_in_one_order_whoever_built_them() -> None:
+    a = {"conditions": [{"type": "Updating", "status": "False"}, {"type": "Accepted", "status": "True"}]}
+    b = {"conditions": [{"type": "Accepted", "status": "True"}, {"type": "Updating", "status": "False"}]}
+    assert cleaned(a) == cleaned(b)
+    assert not status_changed(cleaned(a), cleaned(b))
