@@ -110,7 +110,14 @@ def _younger_loses(local: Side, peer: Side) -> bool:
 
 
 def _sb0(policy: str, local: Side, peer: Side) -> bool | None:
-    """Does ``local`` lose (True), win (False), or is it unresolved (None) under an after-sb-0pri policy."""
+    """Does ``local`` lose (True), win (False), or is it unresolved (None) under an after-sb-0pri policy.
+
+    A side that kept no bitmap for the peer (bitmap UUID 0) wrote nothing itself since they
+    parted: it followed another Primary (3 replicas). How much it changed and when that Primary
+    was promoted are not known here, so no after-sb-0pri policy can judge it: unresolved.
+    """
+    if not local.bitmap or not peer.bitmap:
+        return None
     if policy == "discard-younger-primary":
         return _younger_loses(local, peer)
     if policy == "discard-older-primary":
