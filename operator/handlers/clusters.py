@@ -9,7 +9,7 @@ import kopf
 from hastack_common import consts
 from hastack_operator.handlers import indexes
 from hastack_operator.handlers.common import run
-from hastack_operator.reconcile import deletion, hacluster, status_only
+from hastack_operator.reconcile import deletion, hacluster, status_only, status_patch
 from hastack_operator.reconcile.coalesce import Coalescer
 
 G, V, P = consts.GROUP, consts.VERSION, consts.HACLUSTERS
@@ -72,3 +72,4 @@ def cleanup(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if remaining:
         raise kopf.TemporaryError(f"waiting for members to stop: {', '.join(remaining)}", delay=2)
     hacluster.forget(body.metadata.uid or "")
+    status_patch.forget_status(consts.API_VERSION, "HACluster", body.metadata.namespace or "", body.metadata.name or "")

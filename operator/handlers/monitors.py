@@ -9,7 +9,7 @@ import kopf
 from hastack_common import consts
 from hastack_operator.handlers import indexes
 from hastack_operator.handlers.common import run
-from hastack_operator.reconcile import hacluster, monitor
+from hastack_operator.reconcile import hacluster, monitor, status_patch
 
 G, V, P = consts.GROUP, consts.VERSION, consts.SERVICEMONITORS
 
@@ -44,6 +44,8 @@ def removed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Drop the monitor from its cluster's mon configuration. An event handler, not a deletion
     handler: a monitor of a HACluster carries no finalizer, so it is gone when this runs."""
     monitor.forget(body.metadata.uid or "")
+    status_patch.forget_status(consts.API_VERSION, "ServiceMonitor", body.metadata.namespace or "",
+                               body.metadata.name or "")
     name = ((body.get("spec") or {}).get("target") or {}).get("haCluster")
     reads = indexes.reads(memo.kube, kwargs)
     cluster = reads.cluster(body.metadata.namespace or "", name) if name else None

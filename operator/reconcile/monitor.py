@@ -10,7 +10,7 @@ from hastack_common import consts
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import applied, hacluster
 from hastack_operator.reconcile.reads import ApiReads, Reads
-from hastack_operator.reconcile.status_patch import cleaned, status_changed
+from hastack_operator.reconcile.status_patch import write_status
 from hastack_operator.resources import monitor_objects, monitor_status, names
 from hastack_operator.resources.conditions import Conditions
 from hastack_operator.resources.validation import spec_problems
@@ -77,11 +77,7 @@ def refresh(kube: Kube, body: dict[str, Any], now: dt.datetime | None = None, re
     if old.get("observedGeneration") != body["metadata"].get("generation"):
         return
     conds = Conditions(int(body["metadata"].get("generation") or 0), list(old.get("conditions") or []), now=now)
-    new = cleaned(with_probe_status(kube, body, conds, now, reads))
-    if status_changed(old, new):
-        meta = body["metadata"]
-        kube.patch(consts.API_VERSION, "ServiceMonitor", meta["namespace"], meta["name"], {"status": new},
-                   subresource="status")
+    write_status(kube, consts.API_VERSION, "ServiceMonitor", body, with_probe_status(kube, body, conds, now, reads))
 
 
 # What each monitor's last prune kept, in this process (as for HAClusters: a desired set that

@@ -10,7 +10,7 @@ from hastack_common import consts
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import actions, monitor, volume
 from hastack_operator.reconcile.reads import ApiReads, Reads
-from hastack_operator.reconcile.status_patch import cleaned, status_changed
+from hastack_operator.reconcile.status_patch import write_status
 from hastack_operator.resources import monitor_objects, names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.conditions import Conditions
@@ -70,9 +70,7 @@ def refresh_cluster(kube: Kube, ns: str, name: str, reads: Reads | None = None) 
     body = reads.cluster(ns, name)
     if body is None:
         return
-    new = cleaned(cluster(kube, body, reads=reads))
-    if status_changed(dict(body.get("status") or {}), new):
-        kube.patch(consts.API_VERSION, "HACluster", ns, name, {"status": new}, subresource="status")
+    write_status(kube, consts.API_VERSION, "HACluster", body, cluster(kube, body, reads=reads))
     refresh_dependents(kube, body, reads)
 
 
@@ -93,6 +91,4 @@ def refresh_volume(kube: Kube, ns: str, name: str, reads: Reads | None = None) -
     rv = reads.volume(ns, name)
     if rv is None:
         return
-    new_rv = cleaned(volume.reconcile(kube, rv, reads=reads))
-    if status_changed(dict(rv.get("status") or {}), new_rv):
-        kube.patch(consts.API_VERSION, "ReplicatedVolume", ns, name, {"status": new_rv}, subresource="status")
+    write_status(kube, consts.API_VERSION, "ReplicatedVolume", rv, volume.reconcile(kube, rv, reads=reads))

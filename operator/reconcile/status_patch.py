@@ -8,7 +8,10 @@ sent, such a status would look changed on every run, and be written every time.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+from hastack_operator.k8s import Kube
 
 
 def _stored(value: Any) -> Any:
@@ -42,3 +45,33 @@ def cleaned(new_status: dict[str, Any]) -> dict[str, Any]:
 def status_changed(old_status: dict[str, Any], new_status: dict[str, Any]) -> bool:
     """A merge patch of ``new_status`` would change ``old_status`` (keys it omits are kept)."""
     return any(_stored(old_status.get(k)) != _stored(v) for k, v in new_status.items())
+
+
+# (apiVersion, kind, namespace, name) -> (resourceVersion the status was computed from, status sent)
+_written: dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]] = {}
+_lock = threading.Lock()
+
+
+def write_status(kube: Kube, api_version: str, kind: str, body: dict[str, Any], new_status: dict[str, Any]) -> bool:
+    """Patch ``body``'s status to ``new_status`` if that changes it; return whether it was sent.
+
+    ``body`` may come from a watch index that has not yet seen this process's last write: a
+    status already sent on top of the very same resourceVersion is not sent again."""
+    meta = body["metadata"]
+    key = (api_version, kind, meta["namespace"], meta["name"])
+    new = cleaned(new_status)
+    seen = (str(meta.get("resourceVersion") or ""), new)
+    with _lock:
+        if _written.get(key) == seen:
+            return False
+    if not status_changed(dict(body.get("status") or {}), new):
+        return False
+    kube.patch(api_version, kind, meta["namespace"], meta["name"], {"status": new}, subresource="status")
+    with _lock:
+        _written[key] = seen
+    return True
+
+
+def forget_status(api_version: str, kind: str, namespace: str, name: str) -> None:
+    with _lock:
+        _written.pop((api_version, kind, namespace, name), None)

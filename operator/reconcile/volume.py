@@ -10,7 +10,7 @@ from hastack_common import consts
 from hastack_operator.k8s import Kube
 from hastack_operator.reconcile import hacluster
 from hastack_operator.reconcile.reads import ApiReads, Reads
-from hastack_operator.reconcile.status_patch import cleaned, status_changed
+from hastack_operator.reconcile.status_patch import write_status
 from hastack_operator.resources import names
 from hastack_operator.resources import status as status_builder
 from hastack_operator.resources.conditions import Conditions
@@ -53,7 +53,4 @@ def propagate(kube: Kube, body: dict[str, Any], image: str, reads: Reads | None 
     if len(users) != 1:
         return
     outcome = hacluster.reconcile(kube, users[0], image, reads=reads, fresh=False)
-    if status_changed(dict(users[0].get("status") or {}), outcome.status):
-        meta = users[0]["metadata"]
-        kube.patch(consts.API_VERSION, "HACluster", meta["namespace"], meta["name"],
-                   {"status": cleaned(outcome.status)}, subresource="status")
+    write_status(kube, consts.API_VERSION, "HACluster", users[0], outcome.status)
