@@ -124,6 +124,13 @@ def mounted_device(path: Path) -> str | None:
     return found
 
 
+def mounts_of_device(majmin: str) -> list[str]:
+    """Every mount point of the filesystem on device `majmin` in the host's mount namespace."""
+    with open("/proc/self/mountinfo") as f:
+        return sorted({fields[4].encode().decode("unicode_escape") for line in f
+                       if (fields := line.split())[2] == majmin})  # fmt: skip
+
+
 def device_number(device: str) -> str:
     st = os.stat(device)
     return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"

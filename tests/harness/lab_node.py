@@ -64,13 +64,21 @@ def _loop_rows() -> list[tuple[str, str, int, str]]:
 
 
 # Where heartbeat's nbdfuse file is, as the loop device attached inside a member pod names it; once
-# the FUSE mount is gone with its container, losetup names it by what is left of the path.
+# the FUSE mount is gone with its container, losetup names it by what is left of the path
+# ("/nbd", then "/nbd (deleted)").
 EXPOSE_FILE = "/run/hastack/expose/fuse/nbd"
 
 
 def exposure_loops() -> list[str]:
     """Loop devices attached to a member's nbdfuse file (any member, any node: one kernel)."""
-    return sorted(name for name, back, _, _ in _loop_rows() if back in (EXPOSE_FILE, "/nbd"))
+    out = subprocess.run(["losetup", "-l", "-n", "--raw", "-O", "NAME,BACK-FILE"], capture_output=True,
+                         text=True, check=False).stdout  # fmt: skip
+    found = []
+    for line in out.splitlines():  # not _loop_rows: a dead FUSE file has no inode to report
+        name, _, back = line.partition(" ")
+        if back.replace("\\x20", " ").strip().removesuffix(" (deleted)") in (EXPOSE_FILE, "/nbd"):
+            found.append(name)
+    return sorted(found)
 
 
 def loops_backed_under(root: Path) -> list[str]:
