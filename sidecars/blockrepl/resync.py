@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hastack_blockrepl.peer import PeerLink
 
 log = logging.getLogger(__name__)
+PARKED = "parked while this replica resyncs from node"
 
 RUN_BLOCKS = 32  # 128 KiB per request
 WINDOW = 16  # requests in flight
@@ -152,6 +153,7 @@ def on_rs_done(link: PeerLink, msg: dict[str, Any]) -> None:
         for other in link.node.links.values():
             other.send_update()
         sync_finished(link)
+        unpark(link)
 
 
 def sync_finished(link: PeerLink) -> None:
@@ -161,7 +163,38 @@ def sync_finished(link: PeerLink) -> None:
     link.engine.peer_established(link.node_id)
 
 
+def park_diverged(link: PeerLink) -> None:
+    """This replica is about to take the SyncSource's data. A link to a Secondary that holds
+    another data generation (3 replicas: it followed the branch that lost a split brain) must not
+    stay Established across that: it would claim UpToDate on both ends over different data.
+    Such links go StandAlone until the resync ends, then decide afresh."""
+    src = link.peer_state or {}
+    for other in link.node.links.values():
+        if other is link or other.proto is None or other.peer_role == "Primary" or other.conn == "StandAlone":
+            continue
+        cur = (other.peer_state or {}).get("current")
+        if cur is not None and int(cur) & ~1 == int(src.get("current", 0)) & ~1:
+            continue
+        log.warning("link parked during resync", extra=kv(peer=other.node_id, source=link.node_id))
+        other.standalone(f"{PARKED} {link.node_id} (node {other.node_id} may hold another data generation)")
+
+
+def unpark(link: PeerLink) -> None:
+    for other in link.node.links.values():
+        if other.conn == "StandAlone" and other.standalone_reason.startswith(PARKED):
+            other.reconnect()
+
+
 async def run_target(link: PeerLink, bits: Bitmap) -> None:
+    park_diverged(link)
+    try:
+        await _run_target(link, bits)
+    finally:
+        if link.repl != "SyncTarget" or link.proto is None:  # done, or interrupted: decide afresh
+            unpark(link)
+
+
+async def _run_target(link: PeerLink, bits: Bitmap) -> None:
     e = link.engine
     await e.persist()  # Inconsistent is on disk before the first block changes
     link.progress = Progress(total=bits.count() * 4096)

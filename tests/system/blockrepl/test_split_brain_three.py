@@ -66,3 +66,30 @@ def test_a_follower_of_the_other_primary_is_never_discarded_by_policy(tmp_path: 
                  60, "B to rejoin C")  # fmt: skip
         split_brain_seen(a, b)
         assert b.data_hash(SIZE) == cc.data_hash(SIZE)
+
+
+def test_a_secondary_never_stays_established_over_a_peer_that_resyncs_to_the_other_branch(tmp_path: Path) -> None:
+    """A is cut off and writes more than B; B (C replicating from it) is promoted and writes. B meets
+    A alone and loses (discard-least-changes): it resyncs to A's branch. C, still connected to B,
+    holds B's old branch: the B-C link must not stay Established with both UpToDate over
+    different data. It is parked during the resync and then decides afresh: split brain."""
+    with cluster(tmp_path, 3, size=SIZE, splitBrain={"afterSb0Pri": "discard-least-changes"}) as c:
+        a, b, cc = c[0], c[1], c[2]
+        c.wait_connected()
+        a.call("primary")
+        write(a, 0x01, "2M")
+        a.call("disconnect")
+        write(a, 0x0A, "2M")
+        a.call("secondary")
+        wait_for(lambda: b.peer(0)["connection"] != "Connected", 10, "B to lose A")
+        b.call("primary")
+        write(b, 0x0B, "1M")
+        wait_for(lambda: b.status()["in_flight"] == 0 and b.peer(2)["unacked_bytes"] == 0, 10, "B's writes on C")
+        b.call("secondary")
+        cc.call("disconnect", peer=0)  # only B meets A
+        a.call("connect")
+        wait_for(lambda: b.status()["disk"] == "UpToDate" and b.peer(0)["replication"] == "Established", 60,
+                 "B to resync from A")  # fmt: skip
+        assert b.data_hash(SIZE) == a.data_hash(SIZE) and first_block(b) == b"\x0a" * 4096
+        split_brain_seen(b, cc)
+        assert first_block(cc) == b"\x0b" * 4096  # nothing synced over C either
