@@ -132,3 +132,28 @@ def test_conditions_are_sent_in_one_order_whoever_built_them() -> None:
     b = {"conditions": [{"type": "Accepted", "status": "True"}, {"type": "Updating", "status": "False"}]}
     assert cleaned(a) == cleaned(b)
     assert not status_changed(cleaned(a), cleaned(b))
+
+
+def test_builders_leave_their_inputs_alone() -> None:
+    """Reconciles read shared index entries: a builder that changed its input would change what
+    every later reconcile reads (a gated command wrapped twice, say)."""
+    import copy
+    import json
+
+    from harness import samples
+    from hastack_operator.resources import monitor_objects
+    from hastack_operator.resources.cluster_set import desired
+    from hastack_operator.resources.spec import HACluster, ReplicatedVolume
+
+    body = samples.hacluster("c", "ns", resources=[{"kind": "service", "name": "c-a", "port": 80},
+                                                   {"kind": "volume", "name": "d", "mountPath": "/data"},
+                                                   {"kind": "monitor", "name": "m"}])
+    body["metadata"].update(uid="u", generation=1)
+    rv = samples.replicatedvolume("d", "ns")
+    sm = samples.servicemonitor("m", "ns", target={"haCluster": "c", "port": 8000})
+    before = copy.deepcopy([body, rv, sm])
+    first = desired(HACluster.from_body(body), ReplicatedVolume.from_body(rv), [sm], "img")
+    again = desired(HACluster.from_body(body), ReplicatedVolume.from_body(rv), [sm], "img")
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+    monitor_objects.desired(sm, "img")
+    assert [body, rv, sm] == before
