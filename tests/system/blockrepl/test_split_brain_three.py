@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.blockrepl_cluster import Replica, cluster, wait_for
+from harness.blockrepl_cluster import Cluster, Replica, cluster, wait_for
 
 SIZE = 32 << 20
 
@@ -37,22 +37,29 @@ def split_brain_seen(x: Replica, y: Replica) -> None:
         assert p["connection"] == "StandAlone" and "split brain" in p["reason"], p
 
 
+def two_branches(c: Cluster) -> None:
+    """A writes a common base, is cut off and writes 2 MiB (0x0A); B is promoted and writes 1 MiB
+    (0x0B), replicated to C; B steps down. A is StandAlone towards both."""
+    a, b = c[0], c[1]
+    c.wait_connected()
+    a.call("primary")
+    write(a, 0x01, "2M")
+    a.call("disconnect")  # from both peers
+    write(a, 0x0A, "2M")  # more changes than B: least-changes would pick C to lose
+    a.call("secondary")
+    wait_for(lambda: b.peer(0)["connection"] != "Connected", 10, "B to lose A")
+    b.call("primary")
+    write(b, 0x0B, "1M")
+    wait_for(lambda: b.status()["in_flight"] == 0 and b.peer(2)["unacked_bytes"] == 0, 10, "B's writes on C")
+    b.call("secondary")
+
+
 @pytest.mark.parametrize("policy", ["discard-zero-changes", "discard-least-changes", "discard-younger-primary"])
 def test_a_follower_of_the_other_primary_is_never_discarded_by_policy(tmp_path: Path, policy: str) -> None:
     """Before the rule, C (0 changes tracked for A, never Primary) lost to A under all three."""
     with cluster(tmp_path, 3, size=SIZE, splitBrain={"afterSb0Pri": policy}) as c:
         a, b, cc = c[0], c[1], c[2]
-        c.wait_connected()
-        a.call("primary")
-        write(a, 0x01, "2M")
-        a.call("disconnect")  # from both peers
-        write(a, 0x0A, "2M")  # more changes than B: least-changes would pick C to lose
-        a.call("secondary")
-        wait_for(lambda: b.peer(0)["connection"] != "Connected", 10, "B to lose A")
-        b.call("primary")
-        write(b, 0x0B, "1M")
-        wait_for(lambda: b.status()["in_flight"] == 0 and b.peer(2)["unacked_bytes"] == 0, 10, "B's writes on C")
-        b.call("secondary")
+        two_branches(c)
         b.stop()
         assert first_block(cc) == b"\x0b" * 4096
         a.call("connect")
@@ -75,17 +82,7 @@ def test_a_secondary_never_stays_established_over_a_peer_that_resyncs_to_the_oth
     different data. It is parked during the resync and then decides afresh: split brain."""
     with cluster(tmp_path, 3, size=SIZE, splitBrain={"afterSb0Pri": "discard-least-changes"}) as c:
         a, b, cc = c[0], c[1], c[2]
-        c.wait_connected()
-        a.call("primary")
-        write(a, 0x01, "2M")
-        a.call("disconnect")
-        write(a, 0x0A, "2M")
-        a.call("secondary")
-        wait_for(lambda: b.peer(0)["connection"] != "Connected", 10, "B to lose A")
-        b.call("primary")
-        write(b, 0x0B, "1M")
-        wait_for(lambda: b.status()["in_flight"] == 0 and b.peer(2)["unacked_bytes"] == 0, 10, "B's writes on C")
-        b.call("secondary")
+        two_branches(c)
         cc.call("disconnect", peer=0)  # only B meets A
         a.call("connect")
         wait_for(lambda: b.status()["disk"] == "UpToDate" and b.peer(0)["replication"] == "Established", 60,
