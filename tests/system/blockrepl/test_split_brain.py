@@ -249,3 +249,20 @@ def test_call_pri_lost_after_sb_runs_the_handler_on_the_losing_primary(
         assert pri_lost_logged(c[loser]) and not pri_lost_logged(c[winner])
         assert not handler_ran(tmp_path, c[winner]).exists()
         assert c[loser].status()["role"] == "Primary"  # it never demotes itself: the handler decides
+
+
+def test_two_primaries_without_allow_two_primaries_never_compare_data(tmp_path: Path) -> None:
+    """afterSb2Pri needs net.allowTwoPrimaries: otherwise two Primaries keep reconnecting with the
+    reason in status and nothing is decided; demoting one lets the 1-Primary policy act."""
+    with cluster(tmp_path, 2, size=SIZE, splitBrain={"afterSb1Pri": "discard-secondary"}) as c:
+        split(c, "1M", "1M", primaries=(0, 1))
+        for r in c.replicas:
+            wait_for(lambda r=r: "both replicas are Primary" in r.peer(1 - r.node_id)["reason"], 30,
+                     f"node {r.node_id} to refuse the other Primary")  # fmt: skip
+            p = r.peer(1 - r.node_id)
+            # it keeps trying (Connecting, or Connected for a handshake that ends the same way)
+            assert p["connection"] != "StandAlone" and p["replication"] == "Off" and not p["split_brain"], p
+            assert disk_block(r) == bytes([PATTERN[r.node_id]]) * 4096
+        c[1].call("secondary")
+        resolved(c, 0)
+        assert c[0].status()["role"] == "Primary"
