@@ -38,12 +38,11 @@ def event(kube: Kube, cluster: HACluster, reason: str, message: str, warning: bo
 def rollout_step(cluster: HACluster, body: dict[str, Any], pods: list[dict[str, Any]], members: list[Member],
                  sts: dict[str, Any] | None) -> rollout.Step:
     """The next step of the ordered rolling update (decides only)."""
-    if sts is None:
-        return rollout.Step("none", reason="no StatefulSet yet")
     revisions = {p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(rollout.REVISION_LABEL, "")
                  for p in pods}
     pending = (body["metadata"].get("annotations") or {}).get(consts.ANNOTATION_SWITCHOVER)
-    return rollout.plan((sts.get("status") or {}).get("updateRevision", ""), revisions, members,
+    # no StatefulSet yet reads as one without a revision: one message, not a status write more
+    return rollout.plan(((sts or {}).get("status") or {}).get("updateRevision", ""), revisions, members,
                         names.members(cluster.name, cluster.replicas), pending)
 
 
