@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     repository, tag = img.tag.rsplit(":", 1)
     steps.run("helm install charts/hastack (operator Ready)", lambda: helm(
         lab, "upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--create-namespace",
-        "--set", f"image.repository={repository}", "--set-string", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-        "--wait", "--timeout=5m"))  # fmt: skip
+        "--set", f"image.repository={repository}", "--set-string", f"image.tag={tag}",
+        "--set", "image.pullPolicy=Never", "--wait", "--timeout=5m"))  # fmt: skip
 
     def apply_examples() -> None:
         if lab.kubectl("get", "namespace", DEMO_NS, check=False).returncode != 0:
