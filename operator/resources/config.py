@@ -47,6 +47,7 @@ def heartbeat(cluster: HACluster, volume: ReplicatedVolume | None = None,
             "mountDir": f"{DATA_DIR}/{member}",
             "fsType": volume.filesystem.get("type", "ext4"),
             "fsck": bool(volume.filesystem.get("fsck", True)),
+            "waitForGate": "120s",  # mount after the app containers' subPath binds exist
         }} if volume is not None else {}),
     })
 

@@ -120,6 +120,11 @@ class Volume(_Model):
     mount_dir: str  # the member's hostPath directory, e.g. /var/lib/hastack/mounts/<ns>/<pod>
     fs_type: Literal["ext4", "xfs", "btrfs"] = "ext4"
     fsck: bool = True
+    # In a pod, mount only once a start gate has started (at most this long; "0s": do not wait).
+    # The kubelet makes an app container's subPath by bind-mounting the member's directory when
+    # the container starts: made before the mount, that bind sees the filesystem by propagation;
+    # made after it, the bind holds the filesystem itself, and no demotion can unmount it.
+    wait_for_gate: Duration = "0s"
 
 
 class HeartbeatConfig(_Model):

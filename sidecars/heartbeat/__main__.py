@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 
 from hastack_common import logs
 from hastack_common.config_heartbeat import load
+from hastack_common.durations import parse_duration
 from hastack_common.logs import kv
 from hastack_heartbeat import membership as m
 from hastack_heartbeat import reload
@@ -73,7 +74,8 @@ async def run(ns: argparse.Namespace) -> int:
 
         replica = volume.ReplicaAgent(cfg.volume.blockrepl_socket)
         exposed = volume.ExposeAgent(cfg.volume.nbd_uri, cfg.volume.expose_dir)
-        fs = volume.FilesystemAgent(exposed, cfg.volume.mount_dir, cfg.volume.fs_type, cfg.volume.fsck)
+        fs = volume.FilesystemAgent(exposed, cfg.volume.mount_dir, cfg.volume.fs_type, cfg.volume.fsck,
+                                    gate_dir=cfg.run_dir, gate_wait=parse_duration(cfg.volume.wait_for_gate))
         agents[:0] = [replica, exposed, fs]  # volume first, the pod label last
     loop = asyncio.get_running_loop()
     group = ResourceGroup(agents, time.monotonic)

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hastack_common import consts, ctlsock, expose
+from hastack_common import consts, ctlsock, expose, state_file
 from hastack_common.logs import kv
 from hastack_heartbeat.agents import AgentError
 
@@ -135,9 +135,10 @@ class FilesystemAgent:
 
     def __init__(self, exposed: ExposeAgent, mount_dir: str, fstype: str, fsck: bool = True,
                  timeout: float = 300.0, fsinit_result: str = consts.FSINIT_RESULT,
-                 format_wait: float = 120.0) -> None:
+                 format_wait: float = 120.0, gate_dir: str = consts.RUN_DIR, gate_wait: float = 0.0) -> None:
         self.exposed, self.dir, self.fstype, self.fsck, self.timeout = exposed, mount_dir, fstype, fsck, timeout
         self.fsinit_result, self.format_wait = fsinit_result, format_wait
+        self.gate_dir, self.gate_wait = gate_dir, gate_wait
 
     async def start(self) -> None:
         dev = self.exposed.device
@@ -153,6 +154,7 @@ class FilesystemAgent:
             await asyncio.wait_for(asyncio.to_thread(os.listdir, self.dir), 10)  # a read must succeed
             log.info("filesystem already mounted, reused", extra=kv(device=dev, dir=self.dir))
         else:
+            await self._wait_for_gate()
             t0 = loop_time()
             if self.fsck and self.fstype == "ext4":
                 await _run("e2fsck", "-p", dev, timeout=self.timeout, ok=(0, 1))
@@ -163,6 +165,18 @@ class FilesystemAgent:
         t2 = loop_time()
         await self._grow(dev)
         log.info("filesystem grown to the device", extra=kv(seconds=round(loop_time() - t2, 3)))
+
+    async def _wait_for_gate(self) -> None:
+        """Mount after the app containers' subPath binds exist (a start gate has acknowledged a
+        state): those binds then see the filesystem by propagation instead of holding it."""
+        if self.gate_wait <= 0:
+            return
+        deadline = loop_time() + self.gate_wait
+        while not await asyncio.to_thread(state_file.read_acks, self.gate_dir):
+            if loop_time() > deadline:
+                log.warning("no start gate has started; mounting anyway", extra=kv(waited=self.gate_wait))
+                return
+            await asyncio.sleep(0.2)
 
     async def _wait_for_fsinit(self, dev: str) -> None:
         """Day 0: the device carries no filesystem yet. Only fsinit formats (DESIGN "Who formats"),

@@ -50,6 +50,12 @@ def helm(lab: Lab | KindCluster, *args: str, timeout: float = 300) -> str:
 def install_operator(lab: Lab | KindCluster, image_tag: str) -> None:
     """`helm upgrade --install` of charts/hastack with the locally built image (no registry)."""
     repository, tag = image_tag.rsplit(":", 1)
+
+    def namespace_usable() -> bool:  # a previous uninstall may still be deleting it
+        res = lab.kubectl("get", "namespace", RELEASE_NS, "-o", "jsonpath={.status.phase}", check=False)
+        return res.returncode != 0 or res.stdout.strip() == "Active"
+
+    wait_for(namespace_usable, 120, f"namespace {RELEASE_NS} gone or Active")
     helm(lab, "upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--create-namespace",
          "--set", f"image.repository={repository}", "--set-string", f"image.tag={tag}",
          "--set", "image.pullPolicy=Never", "--wait", "--timeout=4m")  # fmt: skip

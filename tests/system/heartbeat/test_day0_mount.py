@@ -74,3 +74,26 @@ def test_blank_volume_without_fsinit_times_out_with_a_clear_message(exposed: Exp
                          format_wait=1.0)  # fmt: skip
     with pytest.raises(AgentError, match="fsinit did not finish within 1s"):
         asyncio.run(fs.start())
+
+
+def test_mount_waits_until_a_start_gate_has_started(exposed: ExposeAgent, tmp_path: Path) -> None:
+    """waitForGate: the app container's subPath bind must exist before the mount (it then sees the
+    filesystem by propagation instead of holding it)."""
+    from hastack_common import state_file
+
+    subprocess.run(["mkfs.ext4", "-q", str(exposed.device)], check=True)
+    gates = tmp_path / "run"
+    gates.mkdir()
+    fs = FilesystemAgent(exposed, str(tmp_path / "mnt"), "ext4", gate_dir=str(gates), gate_wait=60)
+
+    async def scenario() -> None:
+        mount = asyncio.create_task(fs.start())
+        await asyncio.sleep(1.5)
+        assert not mount.done(), "no gate has started: no mount yet"
+        ack = state_file.GateAck(name="web", generation=1, running=False)
+        state_file.write_atomic(gates / state_file.ack_name("web"), ack.model_dump_json(by_alias=True).encode())
+        await asyncio.wait_for(mount, 30)
+
+    asyncio.run(scenario())
+    assert subprocess.run(["mountpoint", "-q", str(tmp_path / "mnt")], check=False).returncode == 0
+    asyncio.run(fs.stop())
