@@ -217,7 +217,10 @@ class Node:
     def _role_changed(self, a: RoleChanged, now: float) -> None:
         self.metrics.set_role(a.new)
         if a.new == "acquiring":
-            self.timeline.detected(now, a.reason, self.state.lease.holder if self.state.lease else "")
+            lease = self.state.lease
+            never_held = lease is not None and lease.holder == "" and lease.transitions == 0 and not lease.handover
+            self.timeline.detected(now, "start-up: the Lease was never held" if never_held else a.reason,
+                                   lease.holder if lease else "")
         elif a.new == "promoting":
             self.timeline.phase(now, "lease_acquired")
         elif a.new == "active":

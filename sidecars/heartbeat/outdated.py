@@ -45,6 +45,13 @@ def peer_in_sync(peer: dict[str, Any]) -> bool:
             and peer.get("peer_disk") == "UpToDate" and peer.get("out_of_sync_bytes") == 0)
 
 
+def holds_lease(st: m.State) -> bool:
+    """Active, promoting, or demoting voluntarily (still renewing: the unmount's writes must flow
+    when the peer goes away at the same time, as when the whole HACluster is deleted). The write
+    itself is conditional on the Lease naming this member."""
+    return st.role in m.HOLDING or (st.role is m.Role.DEMOTING and st.demote_keeps_right)
+
+
 class OutdatedRecords:
     def __init__(self, node: Any, lease: Annotator, members: list[str], timeout: float,
                  emit: Callable[[str, str, str], None] | None = None) -> None:
@@ -69,9 +76,9 @@ class OutdatedRecords:
         member = self.member_of(req)
         async with self._lock:
             st = self.node.state
-            if st.role not in m.HOLDING:
-                raise CommandError(f"refusing to record {member} Outdated: {self.node.me} is {st.role.value}, "
-                                   "not the active member (the Primary keeps its writes held until it demotes)")
+            if not holds_lease(st):
+                raise CommandError(f"refusing to record {member} Outdated: {self.node.me} is {st.role.value} "
+                                   "and does not hold the Lease (the Primary keeps its writes held until it demotes)")
             value = record_value(self.node.me, req.resource, dt.datetime.now(dt.UTC))
             outcome, rec = await self.lease.annotate(self.node.me, annotation_key(member), value, self.timeout)
             if outcome == "notholder":

@@ -125,3 +125,26 @@ def test_a_conflict_while_holding_renews_at_once_on_the_version_it_returned() ->
 ])
 def test_a_record_is_removed_only_for_a_peer_fully_in_sync(peer: dict[str, object], in_sync: bool) -> None:
     assert peer_in_sync(peer) is in_sync
+
+
+def test_a_member_demoting_voluntarily_still_records_a_lost_peer() -> None:
+    """The whole HACluster deleted: the active demotes (keeping its right, so the unmount's writes
+    flow) while its peer goes away; refusing then would hold the journal writes forever."""
+    from hastack_heartbeat.outdated import holds_lease
+
+    st = _holder()
+    assert holds_lease(st)
+    assert holds_lease(dataclasses.replace(st, role=m.Role.DEMOTING, demote_keeps_right=True))
+    assert not holds_lease(dataclasses.replace(st, role=m.Role.DEMOTING, demote_keeps_right=False))
+    assert not holds_lease(dataclasses.replace(st, role=m.Role.STANDBY))
+
+
+def test_the_first_takeover_of_a_never_held_lease_is_initial_not_a_switchover() -> None:
+    from hastack_heartbeat.status import Timeline
+
+    t = Timeline()
+    t.detected(0.0, "start-up: the Lease was never held", "")
+    assert t.kind == "initial"
+    t2 = Timeline()
+    t2.detected(0.0, "Lease released", "")
+    assert t2.kind == "switchover"
