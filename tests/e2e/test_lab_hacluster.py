@@ -141,12 +141,6 @@ def test_killed_node_fails_over_to_the_standby_with_the_data_intact(web: Web) ->
     assert "formatted" not in h.container_log(lab, ns, s.active, "fsinit")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (heartbeat and blockrepl): both members terminate at once; the active demotes, its "
-    "peer disconnects, blockrepl's fence-peer asks heartbeat to record the peer Outdated and "
-    "heartbeat refuses while demoting ('not the active member'), so blockrepl holds the final "
-    "journal writes, the unmount waits, heartbeat's termination grace ends before unexpose, and "
-    "the loop device stays attached (lab down detaches it)"))
 def test_deleting_the_cluster_leaves_nothing_on_the_nodes(web: Web) -> None:
     """Both members terminate at once (no one to hand over to): each still unmounts, detaches its
     loop device and stops nbdfuse before its pod goes."""
