@@ -113,6 +113,26 @@ class OperatorProcess:
         self._sup.stop_all(grace=10)
 
 
+def operator_writes(cp: ControlPlane, namespace: str, kinds: str, *selector: str) -> dict[str, str]:
+    """What the operator wrote, per object: the resourceVersion of objects only it writes, and for
+    StatefulSets and PodDisruptionBudgets (whose status the controllers keep writing) the times of
+    the operator's own managed-fields entries, which any write by its field manager moves."""
+    from hastack_common.consts import FIELD_MANAGER
+
+    out: dict[str, str] = {}
+    items = json.loads(cp.kubectl("get", kinds, "-n", namespace, *selector, "-o", "json").stdout)["items"]
+    for obj in items:
+        meta = obj["metadata"]
+        key = f"{obj['kind']}/{meta['name']}"
+        if obj["kind"] in ("StatefulSet", "PodDisruptionBudget"):
+            mine = [f"{m.get('operation')}@{m.get('time')}" for m in meta.get("managedFields") or []
+                    if m.get("manager") == FIELD_MANAGER]
+            out[key] = ",".join(sorted(mine))
+        else:
+            out[key] = meta["resourceVersion"]
+    return out
+
+
 def get_object(cp: ControlPlane, plural: str, name: str, namespace: str) -> dict[str, Any]:
     out = cp.kubectl("get", f"{plural}.hastack.io", name, "-n", namespace, "-o", "json").stdout
     obj: dict[str, Any] = json.loads(out)

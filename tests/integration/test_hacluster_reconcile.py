@@ -19,6 +19,7 @@ from harness.hastack_api import (
     ensure_namespace,
     get_object,
     install_crds,
+    operator_writes,
     wait_condition,
 )
 from harness.procs import wait_for
@@ -140,14 +141,9 @@ def test_members_are_scheduled_on_distinct_nodes(cp: ControlPlane, web: dict[str
 
 
 def test_reconcile_again_changes_nothing(cp: ControlPlane, web: dict[str, Any]) -> None:
-    def versions() -> dict[str, str]:
-        out = {}
-        for kind in ("statefulset", "service", "configmap", "secret", "lease", "role", "rolebinding",
-                     "serviceaccount", "pdb"):
-            items = json.loads(cp.kubectl("get", kind, "-n", NS, "-l", "hastack.io/cluster=web",
-                                          "-o", "json").stdout)["items"]
-            out.update({f"{kind}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items})
-        return out
+    def versions() -> dict[str, str]:  # the operator's own writes (controllers write StatefulSet/PDB status)
+        return operator_writes(cp, NS, "statefulset,service,configmap,secret,lease,role,rolebinding,serviceaccount,pdb",
+                               "-l", "hastack.io/cluster=web")
 
     before = versions()
     assert len(before) >= 10, before

@@ -10,12 +10,12 @@ import urllib.request
 
 from harness import samples
 from harness.controlplane import ControlPlane
-from harness.hastack_api import OperatorProcess, apply_objects, chart_operator
+from harness.hastack_api import OperatorProcess, apply_objects, chart_operator, operator_writes
 from harness.procs import wait_for
-from hastack_common.consts import FIELD_MANAGER
 
 NS = "resilience"
 N = 8
+KINDS = "sts,svc,cm,lease,pdb,role,rolebinding,sa"
 
 
 
@@ -26,24 +26,6 @@ def converged(cp: ControlPlane) -> bool:
     return len(clusters) == N and all(
         (c.get("status") or {}).get("observedGeneration") == c["metadata"]["generation"]
         and c["metadata"]["name"] in sts for c in clusters)
-
-
-def writes(cp: ControlPlane) -> dict[str, str]:
-    """What the operator wrote: the resourceVersion of objects only it writes, and for StatefulSets and
-    PodDisruptionBudgets (whose status the controllers keep writing) the time of the operator's own
-    managed-fields entry, which any write by the operator's field manager moves."""
-    out: dict[str, str] = {}
-    items = json.loads(cp.kubectl("get", "sts,svc,cm,lease,pdb,role,rolebinding,sa", "-n", NS, "-o", "json").stdout)
-    for obj in items["items"]:
-        meta = obj["metadata"]
-        key = f"{obj['kind']}/{meta['name']}"
-        if obj["kind"] in ("StatefulSet", "PodDisruptionBudget"):
-            mine = [f"{m.get('operation')}@{m.get('time')}" for m in meta.get("managedFields") or []
-                    if m.get("manager") == FIELD_MANAGER]
-            out[key] = ",".join(sorted(mine))
-        else:
-            out[key] = meta["resourceVersion"]
-    return out
 
 
 def runs(op: OperatorProcess) -> float:
@@ -68,12 +50,12 @@ def test_killed_mid_reconcile_then_restarted_converges_and_stays_quiet(control_p
     try:
         wait_for(lambda: converged(cp), 120, "every cluster reconciled after the restart")
         before = runs(second)
-        versions = writes(cp)
+        versions = operator_writes(cp, NS, KINDS)
         # idle: no spec changes, no member reports -> no reconcile runs, no writes (no hot loop)
         time.sleep(10)  # an idle period is the quantity being measured here, not a condition
         # a retry scheduled before the idle period may still land in it; a loop would be many per cluster
         assert runs(second) - before <= N, "the operator keeps reconciling unchanged clusters"
-        after = writes(cp)
+        after = operator_writes(cp, NS, KINDS)
         assert after == versions, {k: (versions.get(k), v) for k, v in after.items() if versions.get(k) != v}
     finally:
         second.stop()
