@@ -58,34 +58,41 @@ class CommandFenceHandler:
         self.argv, self.timeout = argv, timeout
 
     async def fence(self, req: FenceRequest) -> FenceResult:
-        env = dict(
-            os.environ,
-            HASTACK_RESOURCE=req.resource,
-            HASTACK_NODE_ID=str(req.node_id),
-            HASTACK_PEER_NODE_ID=str(req.peer_node_id),
-            HASTACK_PEER_NAME=req.peer_name,
-            HASTACK_PEER_ADDRESS=req.peer_address,
-            DRBD_RESOURCE=req.resource,
-            DRBD_PEER_NODE_ID=str(req.peer_node_id),
-        )
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-            )
-        except OSError as exc:
-            return FenceResult(False, f"cannot run fence-peer handler {self.argv[0]}: {exc.strerror}")
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            return FenceResult(False, f"fence-peer handler timed out after {self.timeout}s")
-        code = proc.returncode or 0
-        text = out.decode(errors="replace").strip()[-500:]
+        env = handler_env(req.resource, req.node_id, req.peer_node_id, req.peer_name, req.peer_address)
+        code, text = await run_command(self.argv, env, self.timeout, "fence-peer handler")
+        if code is None:
+            return FenceResult(False, text)
         if code in SUCCESS_CODES:
             return FenceResult(True, f"exit {code}: {SUCCESS_CODES[code]} {text}".strip())
         return FenceResult(False, f"fence-peer handler exit {code}: {text or 'no output'}")
+
+
+def handler_env(resource: str, node_id: int, peer_node_id: int, peer_name: str, peer_address: str,
+                **extra: str) -> dict[str, str]:
+    """The environment of blockrepl's handler commands (DRBD's names too)."""
+    return dict(os.environ, HASTACK_RESOURCE=resource, HASTACK_NODE_ID=str(node_id),
+                HASTACK_PEER_NODE_ID=str(peer_node_id), HASTACK_PEER_NAME=peer_name,
+                HASTACK_PEER_ADDRESS=peer_address, DRBD_RESOURCE=resource, DRBD_PEER_NODE_ID=str(peer_node_id),
+                **extra)
+
+
+async def run_command(argv: list[str], env: dict[str, str], timeout: float, what: str) -> tuple[int | None, str]:
+    """Run a handler once: (exit code, the tail of its output); (None, why) if it could not start
+    or was killed at ``timeout``."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+    except OSError as exc:
+        return None, f"cannot run {what} {argv[0]}: {exc.strerror}"
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return None, f"{what} timed out after {timeout}s"
+    return proc.returncode or 0, out.decode(errors="replace").strip()[-500:]
 
 
 class SocketFenceHandler:

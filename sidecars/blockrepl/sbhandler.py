@@ -9,12 +9,10 @@ the split brain's reason.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
 from dataclasses import dataclass
 
+from hastack_blockrepl.fence import handler_env, run_command
 from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
@@ -30,37 +28,16 @@ class PriLost:
     reason: str
 
 
-def environment(req: PriLost, base: dict[str, str] | None = None) -> dict[str, str]:
-    return dict(
-        os.environ if base is None else base,
-        HASTACK_RESOURCE=req.resource,
-        HASTACK_NODE_ID=str(req.node_id),
-        HASTACK_PEER_NODE_ID=str(req.peer_node_id),
-        HASTACK_PEER_NAME=req.peer_name,
-        HASTACK_PEER_ADDRESS=req.peer_address,
-        HASTACK_SPLIT_BRAIN_REASON=req.reason,
-        DRBD_RESOURCE=req.resource,
-        DRBD_PEER_NODE_ID=str(req.peer_node_id),
-    )
+def environment(req: PriLost) -> dict[str, str]:
+    return handler_env(req.resource, req.node_id, req.peer_node_id, req.peer_name, req.peer_address,
+                       HASTACK_SPLIT_BRAIN_REASON=req.reason)
 
 
 async def run(argv: list[str], req: PriLost, timeout: float) -> int | None:
     """Run the handler once; its exit code (None: could not start, or killed at ``timeout``)."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=environment(req), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-    except OSError as exc:
-        log.error("cannot run pri-lost-after-sb handler", extra=kv(argv=argv[0], error=exc.strerror))
+    code, text = await run_command(argv, environment(req), timeout, "pri-lost-after-sb handler")
+    if code is None:
+        log.error("pri-lost-after-sb handler failed", extra=kv(argv=argv[0], error=text))
         return None
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        log.error("pri-lost-after-sb handler timed out", extra=kv(argv=argv[0], timeout=timeout))
-        return None
-    text = out.decode(errors="replace").strip()[-500:]
-    log.warning("pri-lost-after-sb handler ran", extra=kv(peer=req.peer_node_id, exit=proc.returncode, output=text))
-    return proc.returncode
+    log.warning("pri-lost-after-sb handler ran", extra=kv(peer=req.peer_node_id, exit=code, output=text))
+    return code
