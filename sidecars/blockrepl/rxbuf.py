@@ -89,6 +89,10 @@ class RxBuffer:
     def big_done(self) -> bool:
         return self.big is not None and self.big_fill == len(self.big)
 
+    def big_missing(self) -> int:
+        """Bytes of the large tail still to come (0 when none is being read)."""
+        return len(self.big) - self.big_fill if self.big is not None else 0
+
     def compact(self) -> None:
         n = self.end - self.start
         if self.start:

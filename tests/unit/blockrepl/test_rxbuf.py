@@ -132,3 +132,45 @@ def test_pool_reuses_only_buffers_nobody_refers_to() -> None:
     del b, c
     big = [pool.get(32 << 20) for _ in range(4)]
     assert len(pool.free[32 << 20]) == 2 and len({id(v.obj) for v in big}) == 4
+
+
+def test_decoder_reports_what_a_large_frame_still_needs() -> None:
+    """peerconn sets SO_RCVLOWAT from this: it must reach 0 when the frame is complete, or the
+    replica would sleep through the next (small) frames until its ping timeout."""
+    dec = W.Decoder(KEY)
+    data = stream([(W.WRITE, b"x" * (1 << 20)), (W.PING, b"")])
+    missing, types, pos = [], [], 0
+    for size in (4096, 300_000, 500_000, len(data), len(data)):
+        buf = dec.get_buffer()
+        n = min(size, len(buf), len(data) - pos)
+        buf[:n] = data[pos : pos + n]
+        pos += n
+        types += [f.type for f in dec.updated(n)]
+        missing.append(dec.rx.big_missing())
+    total = (1 << 20) + W.MAC_LEN
+    assert missing[0] == total - (4096 - W.HEADER.size)
+    assert missing[1] == missing[0] - 300_000 and missing[2] == missing[1] - 500_000
+    assert pos == len(data) and missing[-1] == 0 and types == [W.WRITE, W.PING]
+
+
+def test_link_wakes_for_a_whole_large_frame_then_for_any_byte() -> None:
+    from types import SimpleNamespace
+
+    from hastack_blockrepl.peerconn import LOWAT_MAX, LinkProtocol
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    try:
+        proto = LinkProtocol.__new__(LinkProtocol)
+        proto.lowat, proto.q = 1, SimpleNamespace(sock=a, closed=False)
+        lowat = lambda: a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)  # noqa: E731
+        proto._set_lowat(700_000)
+        assert lowat() == 700_000
+        proto._set_lowat(5 << 20)
+        assert lowat() == LOWAT_MAX
+        proto._set_lowat(0)
+        assert lowat() == 1 and proto.lowat == 1
+    finally:
+        for s in (a, b, srv):
+            s.close()
