@@ -48,3 +48,22 @@ def test_last_man_standing(tmp_path: Path) -> None:
         a.start()
         c.wait_connected(60)
         assert a.data_hash(SIZE) == b.data_hash(SIZE) == cc.data_hash(SIZE)
+
+
+def test_a_secondary_tells_the_third_replica_when_it_follows_a_new_generation(tmp_path: Path) -> None:
+    """C is cut from the Primary A but still connected to B; A starts a new data generation
+    (C is not replicating) and B follows it: C's status of B shows B's new identifier, not the
+    one from their handshake."""
+    with cluster(tmp_path, 3, size=SIZE) as c:
+        a, b, cc = c[0], c[1], c[2]
+        c.wait_connected()
+        a.call("primary")
+        write(a, 0x01, "0", "1M")
+        cc.call("disconnect", peer=0)
+        before = cc.peer(1)["peer_current_uuid"]
+        write(a, 0x02, "1M", "1M")  # a new generation: C no longer replicates
+        new = a.status()["current_uuid"]
+        assert new != before
+        wait_for(lambda: b.status()["current_uuid"] == new, 10, "B to follow the Primary's generation")
+        wait_for(lambda: cc.peer(1)["peer_current_uuid"] == new, 10, "C to learn B's new identifier")
+        assert cc.peer(1)["replication"] == "Established" and cc.status()["current_uuid"] == before
