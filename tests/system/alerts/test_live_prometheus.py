@@ -28,15 +28,6 @@ def target(port: int, pod: str, container: str, hacluster: str = "db") -> dict[s
 
 
 @pytest.fixture
-def sup(tmp_path: pathlib.Path) -> Iterator[Supervisor]:
-    s = Supervisor(tmp_path / "logs")
-    try:
-        yield s
-    finally:
-        s.stop_all()
-
-
-@pytest.fixture
 def volume(tmp_path: pathlib.Path) -> Iterator[Cluster]:
     (tmp_path / "vol").mkdir()
     c = Cluster(tmp_path / "vol", 2, size=8 << 20, metrics=True)

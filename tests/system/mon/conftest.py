@@ -17,15 +17,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 @pytest.fixture
-def sup(tmp_path: pathlib.Path) -> Iterator[Supervisor]:
-    s = Supervisor(tmp_path / "logs")
-    try:
-        yield s
-    finally:
-        s.stop_all()
-
-
-@pytest.fixture
 def targets(sup: Supervisor, tmp_path: pathlib.Path, certs: Certs) -> Targets:
     return Targets(sup, tmp_path, certs).start()
 
