@@ -3,8 +3,9 @@ and UDP (the path heartbeats take), through the CNI bridge, the routes and CoreD
 
 from __future__ import annotations
 
-from harness.lab_pytest import Cluster, start_tcp_peers, wait_pods_ready
+from harness.lab_pytest import Cluster, start_tcp_peers, wait_pods_ready, wait_resolves
 from harness.lab_workloads import (
+    RESOLVE_PY,
     TCP_PORT,
     UDP_ASK,
     UDP_ECHO,
@@ -28,6 +29,7 @@ def test_pods_on_two_nodes_talk_tcp_by_ip_and_by_dns_name(cluster: Cluster, lab_
             ).stdout.strip()
             assert by_ip == f"tcp-{dst}"
             fqdn = f"{dst}.peers.{ns}.svc.cluster.local"
+            wait_resolves(cluster, ns, src, fqdn, ["nslookup"])
             looked_up = cluster.kubectl("exec", "-n", ns, src, "--", "nslookup", fqdn).stdout
             assert b["status"]["podIP"] in looked_up
             by_name = cluster.kubectl(
@@ -50,6 +52,7 @@ def test_pods_on_two_nodes_talk_udp_by_dns_name(cluster: Cluster, lab_namespace:
     for src in names:
         for dst in names:
             if src != dst:
+                wait_resolves(cluster, ns, src, f"{dst}.members", RESOLVE_PY)
                 out = cluster.kubectl(
                     "exec",
                     "-n",

@@ -150,6 +150,20 @@ def wait_pods_ready(lab: Cluster, namespace: str, selector: str, count: int, tim
     return wait_for(ready, timeout, f"{count} ready pods {selector} in {namespace}")
 
 
+def wait_resolves(lab: Cluster, namespace: str, pod: str, name: str, resolve: list[str], timeout: float = 60) -> None:
+    """Wait until ``name`` resolves inside ``pod`` (``resolve`` + name exits 0). A StatefulSet
+    pod's record under its headless Service appears once the EndpointSlice lists the pod Ready
+    and CoreDNS has seen that: a moment after the pod is Ready, longer on a loaded machine.
+    Before then the lookup falls through the search list to an upstream the lab does not
+    have, and fails with "Temporary failure in name resolution"."""
+
+    def resolves() -> bool | None:
+        res = lab.kubectl("exec", "-n", namespace, pod, "--", *resolve, name, check=False, timeout=30)
+        return res.returncode == 0 or None
+
+    wait_for(resolves, timeout, f"{name} to resolve in {pod}")
+
+
 def start_tcp_peers(lab: Cluster, namespace: str) -> list[dict[str, Any]]:
     """Two busybox pods, one per node, each answering "tcp-<name>" on TCP_PORT; headless Service
     `peers`. Returns the ready pods."""

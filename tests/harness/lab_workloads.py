@@ -23,6 +23,9 @@ while True:
     s.sendto(b"udp-" + me + b":" + data, peer)
 """
 
+# Exits 0 once the name in argv[1] resolves (the hastack image's Python; busybox has nslookup).
+RESOLVE_PY = ["/usr/bin/python3", "-c", "import socket, sys; socket.getaddrinfo(sys.argv[1], None)"]
+
 UDP_ASK = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
