@@ -95,8 +95,7 @@ class Control:
                         acks=True,
                     )
                     e.fence(link.node_id)
-        for link in self.repl.links.values():
-            link.send_update()
+        e.announce()
         e.m.update(e)
         e.events.publish("role", role=PRIMARY, forced=force)
         return e.status()
@@ -120,9 +119,9 @@ class Control:
         e.role = SECONDARY
         e.sb.primary = False
         await e.persist()
-        for link in self.repl.links.values():
-            link.send_update()
-            e.release(f"fence:{link.node_id}")
+        e.announce()
+        for pid in self.repl.links:
+            e.release(f"fence:{pid}")
         e.m.update(e)
         e.events.publish("role", role=SECONDARY)
         return e.status()
@@ -222,8 +221,7 @@ class Control:
         e.sb.disk_state = DISKLESS
         e.events.publish("disk", disk=DISKLESS, reason="detached by the administrator")
         e.m.update(e)
-        for link in self.repl.links.values():
-            link.send_update()
+        e.announce()
         await e.persist()
         return e.status()
 

@@ -208,6 +208,11 @@ class Engine:
         if got is not None and got[0] == node_id:
             got[1](EIO if data is None else 0, b"" if data is None else bytes(data))
 
+    def announce(self) -> None:
+        """Send this replica's state (role, disk, identifiers) to every connected peer."""
+        for link in self.links.values():
+            link.send_update()
+
     def detach(self, why: str) -> bool:
         """DRBD's on-io-error detach: drop the local disk, keep serving through UpToDate peers."""
         if self.cfg.disk.on_io_error != "detach":
@@ -218,8 +223,7 @@ class Engine:
         log.error("detaching the backing disk after an I/O error", extra=kv(reason=why))
         self.events.publish("disk", disk=DISKLESS, reason=why)
         self.m.update(self)
-        for link in self.links.values():
-            link.send_update()
+        self.announce()
         self.spawn(self.persist_quietly())
         return True
 
@@ -283,8 +287,7 @@ class Engine:
                     self._rotate()
                     if not self.diskless():
                         await asyncio.to_thread(self.backing.store.save_super, self.sb)
-                    for link in self.links.values():
-                        link.send_update()
+                    self.announce()
                 if exts and not self.diskless():  # no local writes, no activity log
                     evicted = self.al.add(exts)
                     if evicted and self.bm_dirty:

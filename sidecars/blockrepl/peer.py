@@ -360,9 +360,7 @@ class PeerLink:
             and int(ps["current"]) != e.sb.current
         ):
             e.adopt_generation(int(ps["current"]), ps["history"])
-            for other in self.node.links.values():  # a third replica's view of this one stays true
-                if other is not self:
-                    other.send_update()
+            e.announce()  # a third replica's view of this one stays true
 
     # ---- frames -----------------------------------------------------------------------------
     def on_frame(self, f: W.Frame) -> None:

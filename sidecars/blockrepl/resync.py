@@ -149,9 +149,7 @@ def on_rs_done(link: PeerLink, msg: dict[str, Any]) -> None:
         e.crashed_primary = False
         e.spawn(e.persist())
         e.m.update(e)
-        link.send_update()
-        for other in link.node.links.values():
-            other.send_update()
+        e.announce()
         sync_finished(link)
         unpark(link)
 
