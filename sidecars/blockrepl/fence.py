@@ -12,13 +12,12 @@ while a fence is pending and retries a failed one with backoff; only success rel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from typing import Protocol
 
-from hastack_common import ctlsock, outdate_peer
+from hastack_common import ctlsock, outdate_peer, subproc
 from hastack_common.config_blockrepl import Handlers
 from hastack_common.logs import kv
 
@@ -80,19 +79,12 @@ async def run_command(argv: list[str], env: dict[str, str], timeout: float, what
     """Run a handler once: (exit code, the tail of its output); (None, why) if it could not start
     or was killed at ``timeout``."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
+        code, out = await subproc.run(argv, timeout, env)
     except OSError as exc:
         return None, f"cannot run {what} {argv[0]}: {exc.strerror}"
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
         return None, f"{what} timed out after {timeout}s"
-    return proc.returncode or 0, out.decode(errors="replace").strip()[-500:]
+    return code, out[-500:]
 
 
 class SocketFenceHandler:

@@ -27,6 +27,7 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hastack_common import subproc
 from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,12 @@ class Exposed:
 
 
 async def _run(*argv: str, timeout: float = TIMEOUT, check: bool = True) -> str:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        code, text = await subproc.run(list(argv), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
         raise ExposeError(f"{' '.join(argv)} timed out after {timeout}s") from None
-    text = out.decode(errors="replace").strip()
-    if check and proc.returncode:
-        raise ExposeError(f"{' '.join(argv)} failed (exit {proc.returncode}): {text}")
+    if check and code:
+        raise ExposeError(f"{' '.join(argv)} failed (exit {code}): {text}")
     return text
 
 

@@ -15,14 +15,13 @@ writes fail, never applied), then the rest stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from hastack_common import consts, ctlsock, expose, state_file
+from hastack_common import consts, ctlsock, expose, state_file, subproc
 from hastack_common.logs import kv
 from hastack_heartbeat.agents import AgentError
 
@@ -35,28 +34,20 @@ def loop_time() -> float:
 
 async def _blank(dev: str) -> bool:
     """No signature of any kind on ``dev`` (``blkid -p``: exit 2 is "nothing found")."""
-    proc = await asyncio.create_subprocess_exec("blkid", "-p", dev, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
     try:
-        return await asyncio.wait_for(proc.wait(), 30) == 2
+        code, _ = await subproc.run(["blkid", "-p", dev], 30)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
         raise AgentError(f"blkid -p {dev} timed out after 30s") from None
+    return code == 2
 
 
 async def _run(*argv: str, timeout: float, ok: tuple[int, ...] = (0,)) -> str:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        code, text = await subproc.run(list(argv), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
         raise AgentError(f"{' '.join(argv)} timed out after {timeout:.0f}s") from None
-    text = out.decode(errors="replace").strip()
-    if proc.returncode not in ok:
-        raise AgentError(f"{' '.join(argv)} failed (exit {proc.returncode}): {text[-500:]}")
+    if code not in ok:
+        raise AgentError(f"{' '.join(argv)} failed (exit {code}): {text[-500:]}")
     return text
 
 
