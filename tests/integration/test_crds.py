@@ -12,6 +12,7 @@ import yaml
 from harness import samples
 from harness.controlplane import ControlPlane
 from harness.hastack_api import install_crds
+from harness.procs import wait_for
 from harness.samples import DELETE, with_path
 
 NS = "crd-tests"
@@ -39,6 +40,11 @@ def test_crds_established_with_names(api: ControlPlane) -> None:
 
 
 def test_kubectl_explain_documents_fields(api: ControlPlane) -> None:
+    # An Established CRD's schema reaches the API server's OpenAPI document a moment later
+    # (kubectl explain reads that): wait until each kind is there, then read its fields.
+    for kind in ("hacluster", "replicatedvolume", "servicemonitors.hastack.io"):
+        wait_for(lambda k=kind: api.kubectl("explain", k, check=False).returncode == 0 or None, 60,
+                 f"{kind} in the API server's OpenAPI document")  # fmt: skip
     out = api.kubectl("explain", "hacluster.spec.heartbeat").stdout
     assert "keepalive" in out and "deadTime" in out
     assert "before any standby can acquire the Lease" in out
