@@ -26,6 +26,26 @@ log = logging.getLogger(__name__)
 LOWAT_MAX = 1 << 20  # the most a wake-up waits for (the kernel grows the receive buffer to match)
 
 
+_cc_warned: set[str] = set()
+
+
+def set_congestion_control(sock: socket.socket, name: str) -> None:
+    """Use ``name`` on a replication connection ("" keeps the host's default). The host default
+    may pace every packet (BBR), which on a short, dedicated link costs CPU for nothing; a name
+    the kernel does not offer is logged once and the connection keeps the default."""
+    if not name:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
+    except OSError as exc:
+        if name not in _cc_warned:
+            _cc_warned.add(name)
+            log.warning(
+                "net.congestionControl not available: the replication link keeps the host's default",
+                extra=kv(congestion_control=name, error=str(exc)),
+            )
+
+
 class LinkProtocol(asyncio.BufferedProtocol):
     """One TCP connection; authenticates, then hands frames to its PeerLink."""
 
@@ -54,6 +74,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         # SO_SNDBUF/SO_RCVBUF (capped at net.core.[rw]mem_max) made 1 MiB writes 5x slower.
         sock = socket.socket(fileno=os.dup(tsock.fileno()))
         sock.setblocking(False)
+        set_congestion_control(sock, cfg.net.congestion_control)
         self.q = SendQueue(sock, asyncio.get_event_loop(), self._congested, self._send_failed)
         self.send(self.enc.encode(W.HELLO, W.hello_payload(cfg.node_id, cfg.resource, self.nonce)))
         self.flush()

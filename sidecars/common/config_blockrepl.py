@@ -141,6 +141,11 @@ class Net(_Model):
     reconnect_max: Seconds = 5.0
     max_buffer: Size = 8 << 20
     allow_two_primaries: bool = False
+    congestion_control: str = Field(
+        "cubic",
+        pattern=r"^[a-z0-9_-]{0,15}$",
+        description='TCP congestion control of the replication connections; "" keeps the host\'s default',
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Net:

@@ -37,6 +37,7 @@ def test_defaults_and_round_trip() -> None:
         and cfg.split_brain.after_sb_0pri == "disconnect"
     )
     assert parse(__import__("yaml").safe_load(render(cfg))) == cfg
+    assert cfg.net.congestion_control == "cubic"  # the host's default may pace (docs/decisions.md)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +54,7 @@ def test_defaults_and_round_trip() -> None:
         ({"handlers": {}}, "fencePeer"),
         ({"sizeTypo": 3}, "sizeTypo"),
         ({"size": "12 parsecs"}, "size"),
+        ({"net": {"secretFile": "/s", "congestionControl": "BBR v2"}}, "net.congestionControl"),
     ],
 )
 def test_bad_config_names_the_field(over: dict[str, Any], field: str) -> None:
