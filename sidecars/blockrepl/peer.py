@@ -51,6 +51,7 @@ class PeerLink:
         self.progress: Progress | None = None
         self.resync_task: asyncio.Task[None] | None = None
         self.last_rx = 0.0
+        self.acks: dict[int, list[int]] = {W.ACK_RECV: [], W.ACK_WRITE: []}  # gathered (wire version 3)
         self.wake = asyncio.Event()
         self.rs_window = asyncio.Semaphore(WINDOW)
         self.rs_outstanding = 0
@@ -187,6 +188,7 @@ class PeerLink:
     def detached(self, proto: LinkProtocol, why: str) -> None:
         if proto is self.proto:
             self.proto = None
+            self.acks = {W.ACK_RECV: [], W.ACK_WRITE: []}  # never sent on a later connection
             self._lost(proto, why)
 
     def _lost(self, proto: LinkProtocol, why: str) -> None:
@@ -363,6 +365,24 @@ class PeerLink:
             e.announce()  # a third replica's view of this one stays true
 
     # ---- frames -----------------------------------------------------------------------------
+    def _ack(self, ftype: int, wid: int) -> None:
+        """Acknowledge a replicated write: from wire version 3 gathered, and sent for all the
+        writes of one socket read by :meth:`flush_acks` (after they were handled)."""
+        assert self.proto is not None
+        if self.proto.version >= W.VERSION_ACK_LISTS:
+            self.acks[ftype].append(wid)
+        else:
+            self.proto.send(self.proto.enc.encode(ftype, id=wid))
+
+    def flush_acks(self) -> None:
+        """Send the gathered acknowledgements (called once the frames of a read are handled)."""
+        for one, many in ((W.ACK_RECV, W.ACK_RECVS), (W.ACK_WRITE, W.ACK_WRITES)):
+            ids = self.acks[one]
+            if ids:
+                self.acks[one] = []
+                if self.proto is not None:
+                    self.proto.send(self.proto.enc.encode(many, W.pack_ids(ids)))
+
     def on_frame(self, f: W.Frame) -> None:
         assert self.proto is not None
         self.last_rx = self.engine.loop.time()
@@ -371,7 +391,7 @@ class PeerLink:
             if self.decision is None or (self.peer_role != PRIMARY and (self.peer_state or {}).get("role") != PRIMARY):
                 raise W.WireError("replicated write from a peer that is not Primary")
             if e.cfg.net.protocol == "B":
-                self.proto.send(self.proto.enc.encode(W.ACK_RECV, id=f.id))
+                self._ack(W.ACK_RECV, f.id)
             try:
                 if t == W.WRITE:
                     e.apply_remote(f.offset, f.payload, len(f.payload))
@@ -386,9 +406,12 @@ class PeerLink:
             if f.flags & W.F_FUA:
                 e.spawn(self._sync_then(W.ACK_WRITE, f.id, e.cfg.net.protocol != "B"))
             elif e.cfg.net.protocol != "B":
-                self.proto.send(self.proto.enc.encode(W.ACK_WRITE, id=f.id))
+                self._ack(W.ACK_WRITE, f.id)
         elif t in (W.ACK_WRITE, W.ACK_RECV):
             e.peer_ack(self.node_id, f.id)
+        elif t in (W.ACK_WRITES, W.ACK_RECVS):
+            for wid in W.unpack_ids(f.payload):
+                e.peer_ack(self.node_id, wid)
         elif t == W.FLUSH:
             e.spawn(self._sync_then(W.ACK_FLUSH, f.id, True))
         elif t == W.ACK_FLUSH:

@@ -147,6 +147,8 @@ class LinkProtocol(asyncio.BufferedProtocol):
         except (W.WireError, ValueError, KeyError, TypeError) as exc:
             log.warning("malformed replication traffic", extra=kv(peer=self.peer_id, error=str(exc)))
             self.abort(str(exc))
+        if self.link is not None:
+            self.link.flush_acks()
         self.flush()
         self._set_lowat(self.dec.rx.big_missing())
 

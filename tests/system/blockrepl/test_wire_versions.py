@@ -1,6 +1,8 @@
 """Rolling update of the replication protocol: a replica that speaks only wire version 1
-(HMAC-SHA256 frames) and one that also speaks version 2 (GMAC frames) replicate on
-version 1; once both are updated they use version 2. Data identical on both throughout."""
+(HMAC-SHA256 frames) and a current one replicate on version 1; updated to offer up to 2 (GMAC
+frames) they use 2; once both offer 3 (acknowledgements gathered per read) they use 3. Under
+protocols C and B (whose acknowledgements are gathered differently). Data identical on both
+throughout."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from harness.blockrepl_cluster import Cluster, cluster, wait_for
+from hastack_blockrepl import wire as W
 
 SIZE = 32 << 20
 
@@ -31,20 +36,18 @@ def versions(c: Cluster) -> tuple[object, object]:
     return c[0].peer(1).get("wire_version"), c[1].peer(0).get("wire_version")
 
 
-def test_old_and_new_replicas_replicate_then_upgrade(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["C", "B"])
+def test_old_and_new_replicas_replicate_then_upgrade(tmp_path: Path, protocol: str) -> None:
     (tmp_path / "c").mkdir()
-    with cluster(tmp_path / "c", 2, size=SIZE) as c:
-        c[1].env["HASTACK_BLOCKREPL_WIRE_MAX"] = "1"  # node 1 runs the old version
-        c[1].stop()
-        c[1].start()
-        c.wait_connected(60)
-        c[0].call("primary")
-        assert versions(c) == (1, 1)
-        write_and_compare(c, tmp_path, 1)
-
-        c[1].env.clear()  # node 1 updated
-        c[1].stop()
-        c[1].start()
-        c.wait_connected(60)
-        wait_for(lambda: versions(c) == (2, 2), 30, "both replicas on wire version 2")
-        write_and_compare(c, tmp_path, 2)
+    with cluster(tmp_path / "c", 2, size=SIZE, protocol=protocol) as c:
+        for step, (offered, want) in enumerate([("1", 1), ("2", 2), (None, W.VERSION_MAX)], start=1):
+            c[1].env.pop("HASTACK_BLOCKREPL_WIRE_MAX", None)
+            if offered:  # node 1 runs an older release
+                c[1].env["HASTACK_BLOCKREPL_WIRE_MAX"] = offered
+            c[1].stop()
+            c[1].start()
+            c.wait_connected(60)
+            if step == 1:
+                c[0].call("primary")
+            wait_for(lambda want=want: versions(c) == (want, want), 30, f"both replicas on wire version {want}")
+            write_and_compare(c, tmp_path, step)

@@ -93,6 +93,16 @@ def test_version_negotiation() -> None:
         W.parse_hello(nonce + b"{not json")
 
 
+def test_id_lists_round_trip_and_reject_a_partial_id() -> None:
+    ids = [1, 2, 2**63 + 5, 7]
+    enc, dec = W.Encoder(SECRET), W.Decoder(SECRET)
+    (f,) = list(dec.feed(b"".join(bytes(p) for p in enc.encode(W.ACK_WRITES, W.pack_ids(ids)))))
+    assert f.type == W.ACK_WRITES and list(W.unpack_ids(f.payload)) == ids
+    assert W.unpack_ids(b"") == ()
+    with pytest.raises(W.WireError, match="whole number"):
+        W.unpack_ids(W.pack_ids([1])[:7])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=500))
 def test_decoder_never_crashes_on_garbage(data: bytes) -> None:
