@@ -30,6 +30,11 @@ class ActivityLog:
     def missing(self, offset: int, length: int) -> set[int]:
         return {e for e in extents(offset, length) if e not in self._lru}
 
+    def covers(self, offset: int, length: int) -> bool:
+        """Whether every extent of the range is active (``missing`` is empty), without a set."""
+        lru = self._lru
+        return all(e in lru for e in extents(offset, length))
+
     def add(self, new: set[int]) -> list[int]:
         """Make ``new`` active; returns the evicted extents (idle ones, least recently used first)."""
         evicted: list[int] = []

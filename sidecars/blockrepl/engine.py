@@ -252,7 +252,7 @@ class Engine:
             self.gate.queue(lambda: self.write(offset, keep, fua, done, op), done)
             return
         length = len(data) if op == "write" else int(data)  # zero/trim: data is the length
-        if self.need_rotate or (not self.diskless() and self.al.missing(offset, length)):
+        if self.need_rotate or (not self.diskless() and not self.al.covers(offset, length)):
             if op == "write" and not stable(data):  # the caller's buffer is reused once it returns
                 data = bytes(data)
             fut = self._prepare(offset, length)

@@ -48,12 +48,13 @@ class SendQueue:
         a large one must be flushed before its owner regains control (LinkProtocol does)."""
         added = 0
         for part in parts:
-            if len(part):
-                p = bytes(part) if len(part) < BIG and not stable(part) else part
-                added += len(p)
-                self.parts.append(p)
-                self.size += len(p)
+            n = len(part)
+            if n:
+                keep = part if type(part) is bytes or n >= BIG or stable(part) else bytes(part)
+                added += n
+                self.parts.append(keep)
                 self.fresh += 1
+        self.size += added
         return added
 
     def flush(self) -> None:

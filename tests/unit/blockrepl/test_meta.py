@@ -107,7 +107,9 @@ def test_activity_log_lru_and_in_flight() -> None:
     assert al.add({0, 1}) == []
     al.begin(0, 1)  # extent 0 busy
     assert al.missing(2 * AL_EXTENT, 1) == {2}
+    assert al.covers(0, 2 * AL_EXTENT) and not al.covers(AL_EXTENT, AL_EXTENT + 1)  # 1 yes, 2 no
     assert al.add({2}) == [1]  # the idle one goes
+    assert not al.covers(AL_EXTENT, 1) and al.covers(2 * AL_EXTENT, AL_EXTENT)
     assert set(al.active()) == {0, 2}
     al.end(0, 1)
     assert al.in_flight() == 0
