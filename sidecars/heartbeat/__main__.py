@@ -95,9 +95,7 @@ async def run(ns: argparse.Namespace) -> int:
                                         on_result=lambda r: node.metrics.status_publishes.labels(r).inc())
         recorder = k8s.EventRecorder(api, cfg.namespace, cfg.cluster)
         node.role_listeners.append(lambda a, now: _on_role(node, recorder, a, now))
-        node.outdated.emit = lambda kind, reason, message: node.spawn(
-            recorder.emit(node.clock(), kind, reason, message))
-        node.emit = node.outdated.emit
+        node.emit = lambda kind, reason, message: node.spawn(recorder.emit(node.clock(), kind, reason, message))
         node.spawn(publisher.run())
         node.spawn(k8s.SwitchoverWatcher(api, cfg.namespace, cfg.cluster, recorder,
                                          period=timings.renew_period).run(node))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from hastack_common.ctlsock import CommandError
@@ -53,10 +52,8 @@ def holds_lease(st: m.State) -> bool:
 
 
 class OutdatedRecords:
-    def __init__(self, node: Any, lease: Annotator, members: list[str], timeout: float,
-                 emit: Callable[[str, str, str], None] | None = None) -> None:
+    def __init__(self, node: Any, lease: Annotator, members: list[str], timeout: float) -> None:
         self.node, self.lease, self.members, self.timeout = node, lease, members, timeout
-        self.emit = emit or (lambda kind, reason, message: None)
         self._lock = asyncio.Lock()
 
     def member_of(self, req: OutdatePeerRequest) -> str:
@@ -89,7 +86,7 @@ class OutdatedRecords:
                                    "writes stay held, blockrepl retries")
             self.node.feed(LeaseObserved(rec))
         log.warning("peer recorded Outdated on the Lease", extra=kv(peer=member, resource=req.resource))
-        self.emit("Warning", "PeerOutdated", f"{self.node.me} recorded {member} Outdated on the Lease: "
+        self.node.emit("Warning", "PeerOutdated", f"{self.node.me} recorded {member} Outdated on the Lease: "
                   f"replication to it dropped ({req.resource or 'volume'}); {member} may not be "
                   "promoted until it has resynced")
         reply = OutdatePeerReply(member=member, recorded=OutdatedRecord.model_validate_json(value))
@@ -117,5 +114,5 @@ class OutdatedRecords:
                 if outcome == "ok" and rec is not None:
                     self.node.feed(LeaseObserved(rec))
                     log.info("Outdated record removed: peer resynced", extra=kv(peer=member))
-                    self.emit("Normal", "PeerResynced", f"{member} is UpToDate again; its Outdated record "
+                    self.node.emit("Normal", "PeerResynced", f"{member} is UpToDate again; its Outdated record "
                               "on the Lease is removed")

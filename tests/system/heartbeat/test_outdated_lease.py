@@ -12,6 +12,7 @@ that this test catches the loss it guards against.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,11 @@ def lease_annotations(cp: ControlPlane, net: HeartbeatNet) -> dict[str, str]:
     return dict(lease.metadata.annotations or {})
 
 
+def event_reasons(cp: ControlPlane, net: HeartbeatNet) -> list[str]:
+    out = cp.kubectl("get", "events", "-n", net.namespace, "-o", "json").stdout
+    return [e["reason"] for e in json.loads(out)["items"]]
+
+
 def write_synced(path: Path, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -84,6 +90,7 @@ def test_the_primary_records_a_lost_peer_and_the_peer_never_promotes(
     st = wait_for(lambda: (s := net.members[standby].status())["blocked"].startswith("recorded Outdated") and s,
                   10, "the standby blocked by the Lease's record")
     assert st["eligible"] is False and st["lease"]["outdated"] == {standby: old}
+    wait_for(lambda: "PeerOutdated" in event_reasons(cp, net), 30, "a PeerOutdated Event for the operator")
     assert replicas[list(net.members).index(old)].status()["suspended"] == []  # writes flow again
     node_dies(net, replicas, tmp_path, old)
     deadline = time.monotonic() + LEASE_GONE
@@ -117,6 +124,7 @@ def test_the_record_is_removed_once_the_peer_has_resynced(
         r.call("connect")
     key = annotation_key(standby)
     wait_for(lambda: key not in lease_annotations(cp, net), 60, "the record removed after the resync")
+    wait_for(lambda: "PeerResynced" in event_reasons(cp, net), 30, "a PeerResynced Event")
     i_new = list(net.members).index(standby)
     peer = replicas[i_new].status()["peers"][0]
     assert replicas[i_new].status()["disk"] == "UpToDate" and peer["out_of_sync_bytes"] == 0
