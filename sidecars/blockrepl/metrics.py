@@ -27,24 +27,26 @@ class Latencies:
 
     def __init__(self, resource: str) -> None:
         self.resource = resource
-        self.ops: dict[str, tuple[list[int], list[float]]] = {}  # op -> (counts per bucket and +Inf, [sum])
+        self.counts: dict[str, list[int]] = {}  # op -> requests per bucket, the last for +Inf
+        self.sums: dict[str, float] = {}
 
     def observe(self, op: str, seconds: float) -> None:
-        h = self.ops.get(op)
-        if h is None:
-            h = self.ops[op] = ([0] * (len(BUCKETS) + 1), [0.0])
-        h[0][bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds: le is inclusive
-        h[1][0] += seconds
+        counts = self.counts.get(op)
+        if counts is None:
+            counts = self.counts[op] = [0] * (len(BUCKETS) + 1)
+            self.sums[op] = 0.0
+        counts[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds: le is inclusive
+        self.sums[op] += seconds
 
     def collect(self) -> Iterator[Metric]:
         hist = HistogramMetricFamily(PREFIX + "request_seconds", "client request latency", labels=["resource", "op"])
         total = CounterMetricFamily(PREFIX + "requests", "client requests served", labels=["resource", "op"])
-        for op, (counts, sum_) in list(self.ops.items()):  # the scrape may run in another thread
+        for op, counts in list(self.counts.items()):  # the scrape may run in another thread
             cum, buckets = 0, []
             for bound, n in zip((*BUCKETS, math.inf), list(counts), strict=True):
                 cum += n
                 buckets.append((floatToGoString(bound), cum))
-            hist.add_metric([self.resource, op], buckets, sum_[0])
+            hist.add_metric([self.resource, op], buckets, self.sums.get(op, 0.0))
             total.add_metric([self.resource, op], cum)
         yield hist
         yield total

@@ -51,7 +51,8 @@ class PeerLink:
         self.progress: Progress | None = None
         self.resync_task: asyncio.Task[None] | None = None
         self.last_rx = 0.0
-        self.acks: dict[int, list[int]] = {W.ACK_RECV: [], W.ACK_WRITE: []}  # gathered (wire version 3)
+        # gathered while the frames of one read are handled (wire version 3), sent after them
+        self.acks: dict[int, list[int]] = {W.ACK_RECV: [], W.ACK_WRITE: []}
         self.wake = asyncio.Event()
         self.rs_window = asyncio.Semaphore(WINDOW)
         self.rs_outstanding = 0
@@ -188,7 +189,6 @@ class PeerLink:
     def detached(self, proto: LinkProtocol, why: str) -> None:
         if proto is self.proto:
             self.proto = None
-            self.acks = {W.ACK_RECV: [], W.ACK_WRITE: []}  # never sent on a later connection
             self._lost(proto, why)
 
     def _lost(self, proto: LinkProtocol, why: str) -> None:

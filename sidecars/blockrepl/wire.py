@@ -61,17 +61,15 @@ NAMES = {v: k for k, v in list(globals().items()) if k.isupper() and isinstance(
 F_FUA, F_LAST = 1, 2
 
 
-IDS = struct.Struct(">Q")
-
-
 def pack_ids(ids: list[int]) -> bytes:
+    """The payload of ACK_RECVS / ACK_WRITES: the ids, 8 bytes each."""
     return struct.pack(f">{len(ids)}Q", *ids)
 
 
 def unpack_ids(payload: bytes | memoryview) -> tuple[int, ...]:
-    if len(payload) % IDS.size:
+    if len(payload) % 8:
         raise WireError(f"id list of {len(payload)} bytes is not a whole number of ids")
-    return struct.unpack(f">{len(payload) // IDS.size}Q", payload)
+    return struct.unpack(f">{len(payload) // 8}Q", payload)
 
 
 class WireError(Exception):
