@@ -62,5 +62,23 @@ class ActivityLog:
             if self._lru.get(e, 0) > 0:
                 self._lru[e] -= 1
 
+    def begin_extents(self, exts: tuple[int, ...]) -> None:
+        """A write batch begins: one reference per extent it touches (ended by end_extents)."""
+        lru = self._lru
+        for e in exts:
+            if e in lru:
+                lru[e] += 1
+                lru.move_to_end(e)
+
+    def end_extents(self, exts: tuple[int, ...]) -> None:
+        lru = self._lru
+        for e in exts:
+            if lru.get(e, 0) > 0:
+                lru[e] -= 1
+
+    def covers_extents(self, exts: tuple[int, ...]) -> bool:
+        lru = self._lru
+        return all(e in lru for e in exts)
+
     def in_flight(self) -> int:
         return sum(self._lru.values())

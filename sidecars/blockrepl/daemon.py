@@ -10,7 +10,7 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hastack_blockrepl import cron, sbhandler, verify
+from hastack_blockrepl import cron, fastpath, sbhandler, verify
 from hastack_blockrepl.control import Control
 from hastack_blockrepl.disk import attach
 from hastack_blockrepl.engine import PRIMARY, Engine
@@ -94,6 +94,7 @@ class Daemon:
                 disk=sb.disk_state,
                 nbd=cfg.nbd.socket or cfg.nbd.listen,
                 peers=len(cfg.peers),
+                write_path="compiled" if fastpath.COMPILED else "python (the extension is not built: slower)",
             ),
         )
         try:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hastack_blockrepl import disk, iozero
+from hastack_blockrepl import disk, fastpath, iozero
 from hastack_blockrepl.actlog import ActivityLog
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.disk import Backing
@@ -62,6 +62,7 @@ class Engine:
             "zeroes": 0,
             "io_errors": 0,
             "held_writes": 0,
+            "write_batches": 0,
         }
         self.fence: Callable[[int], None] | None = None  # set by the shell: starts fencing a peer
         self._md_lock = asyncio.Lock()
@@ -146,7 +147,7 @@ class Engine:
         if p.answered:
             return
         p.answered = True
-        self.m.latency(p.op, time.perf_counter() - p.t0)
+        self.m.latency(p.op, time.perf_counter() - p.t0, p.count)
         self.gate.answer(p.done, err)
 
     # ---- back-pressure --------------------------------------------------------------------
@@ -355,6 +356,58 @@ class Engine:
             self.spawn(self._local_sync(wid))
         self._progress(wid, p)
 
+    def batching(self) -> bool:
+        """Whether client writes may go as write batches now: the plain case only (Primary,
+        disk attached, nothing held, no generation to start, every replicating peer on wire
+        version 4). Anything else takes the per-request path, which knows every case."""
+        if self.role != PRIMARY or self.need_rotate or self.diskless() or self.gate.blocked():
+            return False
+        return all(link.batches for link in self.links.values() if link.replicating)
+
+    def write_batch(self, payload: bytes, count: int, exts: tuple[int, ...], done: Done) -> bool:
+        """Write a batch (``fastpath.scan``) as one: one frame per peer, one local call, one
+        acknowledgement. False (nothing done) when the per-request path must take its writes:
+        :meth:`batching` says no, or an extent is not in the activity log yet."""
+        if not self.batching() or not self.al.covers_extents(exts):
+            return False
+        wid = self.next_id
+        self.next_id += 1
+        targets = [link for link in self.links.values() if link.replicating]
+        for link in targets:
+            link.send_writes(wid, payload)
+        local_ok = True
+        try:
+            fastpath.apply(self.fd, payload, self.size)
+        except OSError as exc:
+            self.io_error("write", exc)
+            if not self.detach(f"write error: {exc}"):
+                done(EIO)
+                return True
+            local_ok = False
+        if not local_ok and not targets:
+            done(EIO)
+            return True
+        self.counters["writes"] += count
+        self.counters["write_batches"] += 1
+        p = Pending(0, len(payload), done, {link.node_id for link in targets}, self.protocol != "A" or not local_ok,
+                    t0=time.perf_counter(), batch=payload, exts=exts, count=count)  # fmt: skip
+        if len(targets) < len(self.bitmaps):
+            self._mark_unsent(p)
+        self.al.begin_extents(exts)
+        p.local_ok = local_ok
+        self.pending[wid] = p
+        self._idle.clear()
+        self._progress(wid, p)
+        return True
+
+    def _mark_unsent(self, p: Pending) -> None:
+        """Mark the blocks of ``p`` in the bitmap of every peer it was not sent to."""
+        for pid, bm in self.bitmaps.items():
+            if pid not in p.peers:
+                for offset, length in p.ranges():
+                    bm.mark(offset, length)
+                self.bm_dirty.add(pid)
+
     async def _local_sync(self, wid: int) -> None:
         ok = not self.diskless()
         if ok:
@@ -379,7 +432,10 @@ class Engine:
                 self.flushes.pop(wid, None)
             else:
                 self.pending.pop(wid, None)
-                self.al.end(p.offset, p.length)
+                if p.batch is not None:
+                    self.al.end_extents(p.exts)
+                else:
+                    self.al.end(p.offset, p.length)
                 if not self.pending:
                     self._idle.set()
 
@@ -425,7 +481,8 @@ class Engine:
         p = (self.flushes if flush else self.pending).get(wid)
         if p is not None and node_id in p.peers:
             if not flush:
-                self.bitmaps[node_id].mark(p.offset, p.length)
+                for offset, length in p.ranges():
+                    self.bitmaps[node_id].mark(offset, length)
                 self.bm_dirty.add(node_id)
             p.peers.discard(node_id)
             self._progress(wid, p)
@@ -439,7 +496,8 @@ class Engine:
         bm = self.bitmaps[node_id]
         for p in list(self.pending.values()):
             if node_id in p.peers:
-                bm.mark(p.offset, p.length)
+                for offset, length in p.ranges():
+                    bm.mark(offset, length)
                 self.bm_dirty.add(node_id)
         if self.role == PRIMARY:
             self.need_rotate = True
@@ -475,6 +533,14 @@ class Engine:
             iozero.pwrite_all(self.fd, data, offset)
         else:
             iozero.zero_range(self.fd, offset, length, punch=punch)
+
+    def apply_batch(self, payload: bytes | memoryview) -> None:
+        """Write a peer's write batch; ValueError when it is malformed (nothing written), OSError
+        when this disk cannot (Diskless, or it failed)."""
+        if self.diskless():
+            fastpath.apply(-1, payload, self.size)  # fd -1: only checked (a malformed one is refused)
+            raise OSError(EIO, "Diskless")
+        fastpath.apply(self.fd, payload, self.size)
 
     async def grow(self, new_size: int | None) -> int:
         """Grow into a larger backing device (metadata moves, the new area is zeroed)."""
@@ -526,6 +592,7 @@ class Engine:
             "in_flight": len(self.pending),
             "deadline": self.gate.deadline_status(),
             "nbd_clients": self.nbd_clients,
+            "write_path": "compiled" if fastpath.COMPILED else "python",
             "counters": dict(self.counters),
             "peers": [link.status() for link in self.links.values()],
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hastack_blockrepl import fastpath
 from hastack_blockrepl.gate import Done
 
 
@@ -18,6 +19,9 @@ class Link(Protocol):
     @property
     def replicating(self) -> bool: ...
     def send_write(self, wid: int, offset: int, data: bytes | memoryview, fua: bool) -> None: ...
+    def send_writes(self, wid: int, payload: bytes) -> None: ...
+    @property
+    def batches(self) -> bool: ...
     def send_zero(self, wid: int, offset: int, length: int, fua: bool) -> None: ...
     def send_flush(self, fid: int) -> None: ...
     def send_read(self, rid: int, offset: int, length: int) -> None: ...
@@ -38,3 +42,10 @@ class Pending:
     answered: bool = False
     t0: float = 0.0
     op: str = "write"
+    batch: bytes | None = None  # a write batch (fastpath.py): its writes, ``length`` their bytes
+    exts: tuple[int, ...] = ()  # a batch's activity-log extents
+    count: int = 1  # client requests answered by this one
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The byte ranges written: (offset, length) each."""
+        return fastpath.entries(self.batch) if self.batch is not None else [(self.offset, self.length)]

@@ -30,13 +30,14 @@ class Latencies:
         self.counts: dict[str, list[int]] = {}  # op -> requests per bucket, the last for +Inf
         self.sums: dict[str, float] = {}
 
-    def observe(self, op: str, seconds: float) -> None:
+    def observe(self, op: str, seconds: float, n: int = 1) -> None:
+        """``n`` requests of ``op`` that took ``seconds`` each (a write batch is answered at once)."""
         counts = self.counts.get(op)
         if counts is None:
             counts = self.counts[op] = [0] * (len(BUCKETS) + 1)
             self.sums[op] = 0.0
-        counts[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds: le is inclusive
-        self.sums[op] += seconds
+        counts[bisect_left(BUCKETS, seconds)] += n  # the first bound >= seconds: le is inclusive
+        self.sums[op] += seconds * n
 
     def collect(self) -> Iterator[Metric]:
         hist = HistogramMetricFamily(PREFIX + "request_seconds", "client request latency", labels=["resource", "op"])

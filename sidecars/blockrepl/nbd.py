@@ -15,9 +15,11 @@ import logging
 import os
 from typing import Any
 
+from hastack_blockrepl import fastpath
 from hastack_blockrepl import nbdproto as P
 from hastack_blockrepl.engine import PRIMARY, Engine
 from hastack_blockrepl.rxbuf import BIG, RxBuffer, keep_large_buffers
+from hastack_common.config_blockrepl import AL_EXTENT
 from hastack_common.logs import kv
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,9 @@ class NbdConnection(asyncio.BufferedProtocol):
             req = P.Request(cmd, flags, cookie, offset, length, rx.take_big())
             req.error = P.validate(req, size)
             self._handle(req)
-        reqs, rx.start = P.parse_requests(rx.mv[: rx.end], rx.start, size)
+        if self.engine.batching():
+            self._scan()
+        reqs, rx.start = P.parse_requests(rx.mv[: rx.end], rx.start, size)  # the rest; raises on bad framing
         for r in reqs:
             self._handle(r)
         if rx.available >= P.REQ.size:
@@ -118,6 +122,49 @@ class NbdConnection(asyncio.BufferedProtocol):
                     rx.start_big(P.REQ.size, length)
                 else:
                     rx.ensure_room(P.REQ.size + length)
+
+    def _scan(self) -> None:
+        """The small-write path: runs of plain writes go to the engine as write batches."""
+        rx, size = self.rx, self.engine.size
+        items, pos = fastpath.scan(
+            rx.buf, rx.start, rx.end, size, AL_EXTENT, fastpath.MAX_WRITE, fastpath.MAX_COUNT, fastpath.MAX_BYTES
+        )
+        for it in items:
+            if len(it) == 3:
+                self._batch(*it)
+                continue
+            cmd, flags, cookie, offset, length, at = it
+            req = P.Request(cmd, flags, cookie, offset, length, rx.mv[at : at + length] if cmd == P.CMD_WRITE else b"")
+            req.error = P.validate(req, size)
+            self._handle(req)
+        rx.start = pos
+
+    def _batch(self, payload: bytes, cookies: bytes, exts: tuple[int, ...]) -> None:
+        n = len(cookies) // 8
+        self.in_flight += n
+        if self.engine.write_batch(payload, n, exts, self._batch_completion(cookies, n)):
+            return
+        self.in_flight -= n  # the per-request path takes them (a hold, a new activity-log extent)
+        data = memoryview(payload)
+        pos = fastpath.HEAD.size + fastpath.ENTRY.size * n
+        for i, (offset, length) in enumerate(fastpath.entries(payload)):
+            cookie = int.from_bytes(cookies[8 * i : 8 * i + 8], "big")
+            self._handle(P.Request(P.CMD_WRITE, 0, cookie, offset, length, data[pos : pos + length]))
+            pos += length
+
+    def _batch_completion(self, cookies: bytes, n: int) -> Any:
+        def done(err: int) -> None:
+            if err:
+                for i in range(0, len(cookies), 8):
+                    self._completion(int.from_bytes(cookies[i : i + 8], "big"))(err)
+                return
+            self.in_flight -= n
+            if self.closed:
+                return
+            self.out.append(fastpath.replies(cookies, self.structured))
+            self._completed()
+
+        return done
 
     def _handle(self, r: P.Request) -> None:
         cmd, cookie = r.cmd, r.cookie
@@ -167,14 +214,15 @@ class NbdConnection(asyncio.BufferedProtocol):
             if self.closed:
                 return
             self.out.append(P.reply(cookie, err, self.structured, "I/O error" if err else ""))
-            if not self.flush_scheduled:
-                self.flush_scheduled = True
-                self.engine.loop.call_soon(self._flush_out)
-            self._maybe_resume()
-            if self.closing:
-                self._maybe_close()
+            self._completed()
 
         return done
+
+    def _completed(self) -> None:
+        self._schedule_flush()
+        self._maybe_resume()
+        if self.closing:
+            self._maybe_close()
 
     def _read_completion(self, cookie: int, offset: int, length: int) -> Any:
         def done(err: int, data: bytes) -> None:

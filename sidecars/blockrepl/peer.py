@@ -76,6 +76,15 @@ class PeerLink:
         assert self.proto is not None
         self.proto.send(self.proto.enc.encode(W.WRITE, data, flags=W.F_FUA if fua else 0, id=wid, offset=offset))
 
+    def send_writes(self, wid: int, payload: bytes) -> None:
+        assert self.proto is not None
+        self.proto.send(self.proto.enc.encode(W.WRITES, payload, id=wid))
+
+    @property
+    def batches(self) -> bool:
+        """The peer takes write batches (wire version 4)."""
+        return self.proto is not None and self.proto.version >= W.VERSION_BATCH
+
     def send_zero(self, wid: int, offset: int, length: int, fua: bool) -> None:
         assert self.proto is not None
         self.proto.send(
@@ -387,13 +396,17 @@ class PeerLink:
         assert self.proto is not None
         self.last_rx = self.engine.loop.time()
         e, t = self.engine, f.type
-        if t in (W.WRITE, W.ZERO, W.TRIM):
+        if t in (W.WRITE, W.ZERO, W.TRIM, W.WRITES):
             if self.decision is None or (self.peer_role != PRIMARY and (self.peer_state or {}).get("role") != PRIMARY):
                 raise W.WireError("replicated write from a peer that is not Primary")
             if e.cfg.net.protocol == "B":
                 self._ack(W.ACK_RECV, f.id)
             try:
-                if t == W.WRITE:
+                if t == W.WRITES:
+                    if self.proto.version < W.VERSION_BATCH:
+                        raise W.WireError(f"WRITES frame on wire version {self.proto.version}")
+                    e.apply_batch(f.payload)
+                elif t == W.WRITE:
                     e.apply_remote(f.offset, f.payload, len(f.payload))
                 else:
                     e.apply_remote(f.offset, None, U64.unpack(f.payload)[0], punch=t == W.TRIM)

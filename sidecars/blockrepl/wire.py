@@ -21,6 +21,9 @@ version is the highest both support:
 - version 3: as 2, and a replica acknowledges the replicated writes it handled from one socket
   read with one ACK_RECVS / ACK_WRITES frame listing their ids (8 bytes each) instead of a
   frame each.
+- version 4: as 3, and a run of small plain writes that arrived together from the client is
+  sent as one WRITES frame (payload: a write batch, ``fastpath.py``), acknowledged as one
+  (ACK_RECV / ACK_WRITE / NACK with the batch's id): one MAC and one acknowledgement per batch.
 
 ``HASTACK_BLOCKREPL_WIRE_MAX`` caps the version this replica offers (pin it during a rolling
 update, or to test mixed versions).
@@ -45,14 +48,16 @@ HEADER = struct.Struct(">HBBIQQQ")  # magic, type, flags, length, seq, id, offse
 MAC_LEN = 16
 NONCE_LEN = 32
 MAX_PAYLOAD = 33 << 20
-VERSION_MIN, VERSION_MAX = 1, min(3, max(1, int(os.environ.get("HASTACK_BLOCKREPL_WIRE_MAX", "3") or 3)))
+VERSION_MIN, VERSION_MAX = 1, min(4, max(1, int(os.environ.get("HASTACK_BLOCKREPL_WIRE_MAX", "4") or 4)))
 VERSION_ACK_LISTS = 3  # ACK_RECVS / ACK_WRITES
+VERSION_BATCH = 4  # WRITES
 
 HELLO, AUTH, STATE, BITMAP, DECIDE, ERROR = 1, 2, 3, 4, 5, 6
 WRITE, TRIM, ZERO, FLUSH, ACK_RECV, ACK_WRITE, ACK_FLUSH, NACK = 10, 11, 12, 13, 14, 15, 16, 17
 RD_REQ, RD_DATA = 18, 19
 RS_REQ, RS_DATA, RS_SAME, RS_ACK, RS_DONE = 20, 21, 22, 23, 24
 ACK_RECVS, ACK_WRITES = 25, 26  # version 3: the ids of many writes, one frame
+WRITES = 27  # version 4: a write batch
 OV_REQ, OV_RES = 30, 31
 PING, PONG, UPDATE, OUTDATE = 40, 41, 50, 51
 RESIZE, RESIZED = 52, 53

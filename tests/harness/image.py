@@ -170,7 +170,7 @@ def _project_files() -> list[Path]:
         files += sorted(
             f
             for f in p.rglob("*")
-            if f.is_file() and "__pycache__" not in f.parts and not f.name.endswith((".pyc", ".egg-info"))
+            if f.is_file() and "__pycache__" not in f.parts and not f.name.endswith((".pyc", ".egg-info", ".so"))
         )
     return files
 

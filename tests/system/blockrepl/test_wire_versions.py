@@ -1,8 +1,8 @@
 """Rolling update of the replication protocol: a replica that speaks only wire version 1
 (HMAC-SHA256 frames) and a current one replicate on version 1; updated to offer up to 2 (GMAC
-frames) they use 2; once both offer 3 (acknowledgements gathered per read) they use 3. Under
-protocols C and B (whose acknowledgements are gathered differently). Data identical on both
-throughout."""
+frames) they use 2; once both offer 3 (acknowledgements gathered per read) they use 3; at 4
+small writes travel as write batches (one WRITES frame each), and only then. Under protocols C
+and B (whose acknowledgements are gathered differently). Data identical on both throughout."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def versions(c: Cluster) -> tuple[object, object]:
 def test_old_and_new_replicas_replicate_then_upgrade(tmp_path: Path, protocol: str) -> None:
     (tmp_path / "c").mkdir()
     with cluster(tmp_path / "c", 2, size=SIZE, protocol=protocol) as c:
-        for step, (offered, want) in enumerate([("1", 1), ("2", 2), (None, W.VERSION_MAX)], start=1):
+        steps = [("1", 1), ("2", 2), ("3", 3), (None, W.VERSION_MAX)]
+        for step, (offered, want) in enumerate(steps, start=1):
             c[1].env.pop("HASTACK_BLOCKREPL_WIRE_MAX", None)
             if offered:  # node 1 runs an older release
                 c[1].env["HASTACK_BLOCKREPL_WIRE_MAX"] = offered
@@ -50,4 +51,10 @@ def test_old_and_new_replicas_replicate_then_upgrade(tmp_path: Path, protocol: s
             if step == 1:
                 c[0].call("primary")
             wait_for(lambda want=want: versions(c) == (want, want), 30, f"both replicas on wire version {want}")
+            batches = c[0].status()["counters"]["write_batches"]
             write_and_compare(c, tmp_path, step)
+            sent = c[0].status()["counters"]["write_batches"] - batches
+            if want >= W.VERSION_BATCH:
+                assert sent > 0, "no write batch on wire version 4"
+            else:
+                assert sent == 0, f"{sent} write batches sent to a replica on wire version {want}"

@@ -115,6 +115,20 @@ def test_activity_log_lru_and_in_flight() -> None:
     assert al.in_flight() == 0
 
 
+def test_activity_log_keeps_a_write_batchs_extents_busy() -> None:
+    """A write batch holds one reference per extent it touches: none of them can be evicted
+    until it ends, and an extent not in the log sends the batch to the per-request path."""
+    al = ActivityLog(2)
+    al.add({0, 1})
+    assert al.covers_extents((0, 1)) and not al.covers_extents((0, 2))
+    al.begin_extents((0, 1))
+    assert al.in_flight() == 2
+    assert al.add({2}) == [] and set(al.active()) == {0, 1, 2}  # every slot busy: nothing evicted
+    al.end_extents((0, 1))
+    assert al.in_flight() == 0
+    assert al.add({3}) == [0]
+
+
 def test_attached_metadata_is_written_durably_without_flushing_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

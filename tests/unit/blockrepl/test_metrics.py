@@ -38,3 +38,16 @@ def test_latencies_export_cumulative_inclusive_buckets_per_op() -> None:
     assert abs(got[("hastack_blockrepl_request_seconds_sum", labels)] - 11.00045) < 1e-9
     assert got[("hastack_blockrepl_requests_total", labels)] == 5
     assert got[("hastack_blockrepl_requests_total", (("op", "flush"), ("resource", "r0")))] == 1
+
+
+def test_a_write_batch_counts_each_of_its_requests() -> None:
+    """A batch of 7 writes answered at once is 7 requests of that latency, not one."""
+    m = Metrics("r0")
+    m.latency("write", 0.0003, 7)
+    m.latency("write", 0.002)
+    got = samples(m)
+    labels = (("op", "write"), ("resource", "r0"))
+    assert got[("hastack_blockrepl_request_seconds_bucket", (("le", "0.0005"), *labels))] == 7
+    assert got[("hastack_blockrepl_request_seconds_count", labels)] == 8
+    assert abs(got[("hastack_blockrepl_request_seconds_sum", labels)] - (7 * 0.0003 + 0.002)) < 1e-12
+    assert got[("hastack_blockrepl_requests_total", labels)] == 8

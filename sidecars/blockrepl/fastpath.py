@@ -1,0 +1,143 @@
+"""The small-write path's inner loops, done per batch: compiled (``_fast.c``) with this module's
+Python versions as the reference (and the fallback where the extension is not built).
+
+A **write batch** is a run of plain NBD WRITEs (no flags, 1 byte to ``max_write``, inside the
+volume) that arrived together. Its payload is what the Primary writes locally and sends to a
+peer in one WRITES frame (wire version 4), and what the peer writes::
+
+    u32 count | u32 0 | count x (u64 offset | u32 length | u32 0) | the data, in entry order
+
+``scan(buf, start, end, size, al_extent, max_write, max_count, max_bytes)`` frames the
+requests in ``buf[start:end]``: each item is either a batch ``(payload, cookies, extents)``
+(``cookies``: the requests' 8-byte handles, in order; ``extents``: the distinct activity-log
+extents it touches) or a request ``(cmd, flags, cookie, offset, length, data_start)``. It
+stops at an incomplete request and at anything malformed (bad magic, a WRITE over 32 MiB),
+returning the position: ``nbdproto.parse_requests`` from there raises the protocol error.
+
+``apply(fd, payload, size)`` checks the whole batch (header, every range inside ``size``, the
+data length) before writing any of it (ValueError), then writes it (OSError on a disk error);
+with ``fd`` -1 it only checks. Returns the number of writes.
+
+``replies(cookies, structured)`` is the success reply of every cookie, concatenated.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import struct
+from typing import Any
+
+from hastack_blockrepl import iozero
+from hastack_blockrepl import nbdproto as P
+
+HEAD = struct.Struct(">II")
+ENTRY = struct.Struct(">QII")
+MAX_ENTRIES = 4096
+MAX_WRITE = 64 << 10  # larger writes keep the per-request path (no copy into a batch)
+MAX_COUNT = 256
+MAX_BYTES = 1 << 20
+
+
+def _batchable(flags: int, cmd: int, offset: int, length: int, size: int, max_write: int) -> bool:
+    return cmd == P.CMD_WRITE and flags == 0 and 0 < length <= max_write and offset + length <= size
+
+
+def py_scan(
+    buf: bytes | bytearray | memoryview,
+    start: int,
+    end: int,
+    size: int,
+    al_extent: int,
+    max_write: int,
+    max_count: int,
+    max_bytes: int,
+) -> tuple[list[tuple[Any, ...]], int]:
+    items: list[tuple[Any, ...]] = []
+    pos, req = start, P.REQ
+    run: list[tuple[int, int, int, int]] = []  # (cookie, offset, length, data start)
+    run_bytes = 0
+
+    def close_run() -> None:
+        nonlocal run, run_bytes
+        if not run:
+            return
+        head = [HEAD.pack(len(run), 0)] + [ENTRY.pack(o, n, 0) for _, o, n, _ in run]
+        data = [bytes(buf[d : d + n]) for _, _, n, d in run]
+        cookies = b"".join(c.to_bytes(8, "big") for c, _, _, _ in run)
+        exts: list[int] = []
+        for _, o, n, _ in run:
+            for x in range(o // al_extent, (o + n - 1) // al_extent + 1):
+                if x not in exts:
+                    exts.append(x)
+        items.append((b"".join(head + data), cookies, tuple(exts)))
+        run, run_bytes = [], 0
+
+    while end - pos >= req.size:
+        magic, flags, cmd, cookie, offset, length = req.unpack_from(buf, pos)
+        if magic != P.REQUEST_MAGIC:
+            break
+        if cmd == P.CMD_WRITE and (length > P.MAX_REQUEST or end - pos - req.size < length):
+            break
+        if _batchable(flags, cmd, offset, length, size, max_write):
+            if len(run) >= max_count or (run and run_bytes + length > max_bytes):
+                close_run()
+            run.append((cookie, offset, length, pos + req.size))
+            run_bytes += length
+            pos += req.size + length
+            continue
+        close_run()
+        items.append((cmd, flags, cookie, offset, length, pos + req.size))
+        pos += req.size + (length if cmd == P.CMD_WRITE else 0)
+    close_run()
+    return items, pos
+
+
+def entries(payload: bytes | memoryview) -> list[tuple[int, int]]:
+    """The (offset, length) of every write of a batch (its table, not checked: see ``apply``)."""
+    (count, _) = HEAD.unpack_from(payload, 0)
+    return [(o, n) for o, n, _ in ENTRY.iter_unpack(payload[HEAD.size : HEAD.size + ENTRY.size * count])]
+
+
+def py_apply(fd: int, payload: bytes | memoryview, size: int) -> int:
+    mv = memoryview(payload)
+    if len(mv) < HEAD.size:
+        raise ValueError(f"write batch of {len(mv)} bytes has no header")
+    count, zero = HEAD.unpack_from(mv, 0)
+    table = HEAD.size + ENTRY.size * count
+    if not 1 <= count <= MAX_ENTRIES or zero != 0 or len(mv) < table:
+        raise ValueError(f"write batch header invalid ({count} writes in {len(mv)} bytes)")
+    ents = list(ENTRY.iter_unpack(mv[HEAD.size : table]))
+    total = 0
+    for i, (o, n, z) in enumerate(ents):
+        if n == 0 or z != 0 or o > size or n > size - o:
+            raise ValueError(f"write {i} of a batch at {o}+{n} is empty or beyond the volume ({size})")
+        total += n
+    if total != len(mv) - table:
+        raise ValueError(f"write batch carries {len(mv) - table} data bytes, its table says {total}")
+    if fd < 0:
+        return count
+    pos = table
+    for o, n, _ in ents:
+        iozero.pwrite_all(fd, mv[pos : pos + n], o)
+        pos += n
+    return count
+
+
+def py_replies(cookies: bytes, structured: bool) -> bytes:
+    if len(cookies) % 8:
+        raise ValueError("cookies are 8 bytes each")
+    parts = [int.from_bytes(cookies[i : i + 8], "big") for i in range(0, len(cookies), 8)]
+    return b"".join(P.reply(c, 0, structured) for c in parts)
+
+
+scan, apply, replies = py_scan, py_apply, py_replies
+COMPILED = False
+if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for comparisons
+    try:
+        _fast = importlib.import_module("hastack_blockrepl._fast")
+    except ImportError:
+        pass
+    else:
+        scan, apply, replies = _fast.scan, _fast.apply, _fast.replies
+        COMPILED = True
