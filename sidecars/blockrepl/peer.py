@@ -77,8 +77,9 @@ class PeerLink:
         self.proto.send(self.proto.enc.encode(W.WRITE, data, flags=W.F_FUA if fua else 0, id=wid, offset=offset))
 
     def send_writes(self, wid: int, payload: bytes) -> None:
+        """Sent at once: the peer writes the batch while this replica does."""
         assert self.proto is not None
-        self.proto.send(self.proto.enc.encode(W.WRITES, payload, id=wid))
+        self.proto.send(self.proto.enc.encode(W.WRITES, payload, id=wid), now=True)
 
     @property
     def batches(self) -> bool:

@@ -103,12 +103,12 @@ class LinkProtocol(asyncio.BufferedProtocol):
     def buffered_bytes(self) -> int:
         return self.q.size if self.q is not None else 0
 
-    def send(self, parts: list[Any]) -> None:
-        """Queue a frame; a large one goes to the socket at once (the peer starts on it while
-        this replica writes locally, and no view of a reused buffer outlives the call)."""
+    def send(self, parts: list[Any], now: bool = False) -> None:
+        """Queue a frame; a large one (or ``now``) goes to the socket at once (the peer starts on
+        it while this replica writes locally, and no view of a reused buffer outlives the call)."""
         if self.q is None:
             return
-        if self.q.add(parts) >= BIG:
+        if self.q.add(parts) >= BIG or now:
             self.q.flush()
         elif not self.flush_scheduled:
             self.flush_scheduled = True
