@@ -389,7 +389,8 @@ class Engine:
             return True
         self.counters["writes"] += count
         self.counters["write_batches"] += 1
-        p = Pending(0, len(payload), done, {link.node_id for link in targets}, self.protocol != "A" or not local_ok,
+        data = len(payload) - fastpath.HEAD.size - fastpath.ENTRY.size * count
+        p = Pending(0, data, done, {link.node_id for link in targets}, self.protocol != "A" or not local_ok,
                     t0=time.perf_counter(), batch=payload, exts=exts, count=count)  # fmt: skip
         if len(targets) < len(self.bitmaps):
             self._mark_unsent(p)

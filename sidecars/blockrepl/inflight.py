@@ -42,7 +42,7 @@ class Pending:
     answered: bool = False
     t0: float = 0.0
     op: str = "write"
-    batch: bytes | None = None  # a write batch (fastpath.py): its writes, ``length`` their bytes
+    batch: bytes | None = None  # a write batch (fastpath.py): its writes; ``length``: their data bytes
     exts: tuple[int, ...] = ()  # a batch's activity-log extents
     count: int = 1  # client requests answered by this one
 

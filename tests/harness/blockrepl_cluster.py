@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -223,6 +224,19 @@ def cluster(root: Path, n: int, **kw: Any) -> Iterator[Cluster]:
         raise
     finally:
         c.stop()
+
+
+def closed_by_server(s: socket.socket, timeout: float = 10) -> bool:
+    """Whether the replica closes this connection (reads until EOF or reset; False on timeout)."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
 
 
 def try_call(r: Replica, cmd: str, **args: Any) -> tuple[bool, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.blockrepl_cluster import Cluster, cluster
+from harness.blockrepl_cluster import Cluster, closed_by_server, cluster
 from hastack_blockrepl import wire as W
 
 SIZE = 16 << 20
@@ -28,18 +28,6 @@ def connect(c: Cluster) -> socket.socket:
     host, port = c[0].cfg["net"]["listen"].rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=10)
     return s
-
-
-def closed_by_server(s: socket.socket, timeout: float = 10) -> bool:
-    s.settimeout(timeout)
-    try:
-        while s.recv(65536):
-            pass
-        return True
-    except TimeoutError:
-        return False
-    except OSError:
-        return True
 
 
 def frame(enc: W.Encoder, ftype: int, payload: bytes = b"", **kw: int) -> bytes:
