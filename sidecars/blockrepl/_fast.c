@@ -142,8 +142,9 @@ static PyObject *fast_scan(PyObject *self, PyObject *args) {
             continue;
         }
         Py_ssize_t dstart = pos + REQ_SIZE;
-        PyObject *it = Py_BuildValue("(IIKKIn)", (unsigned int)cmd, (unsigned int)be16(h + 4), be64(h + 8),
-                                     be64(h + 16), len, dstart);
+        PyObject *it = Py_BuildValue("(IIKKIn)", (unsigned int)cmd, (unsigned int)be16(h + 4),
+                                     (unsigned long long)be64(h + 8), (unsigned long long)be64(h + 16),
+                                     (unsigned int)len, dstart);
         if (it == NULL || PyList_Append(items, it) < 0) {
             Py_XDECREF(it);
             goto out;
