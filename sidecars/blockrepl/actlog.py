@@ -9,6 +9,7 @@ it is in flight; the caller persists dirty bitmaps before it persists a shrunken
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from hastack_common.config_blockrepl import AL_EXTENT
 
@@ -30,10 +31,10 @@ class ActivityLog:
     def missing(self, offset: int, length: int) -> set[int]:
         return {e for e in extents(offset, length) if e not in self._lru}
 
-    def covers(self, offset: int, length: int) -> bool:
-        """Whether every extent of the range is active (``missing`` is empty), without a set."""
+    def covers(self, exts: Iterable[int]) -> bool:
+        """Whether every extent (``extents()`` of a range) is active, without building a set."""
         lru = self._lru
-        return all(e in lru for e in extents(offset, length))
+        return all(e in lru for e in exts)
 
     def add(self, new: set[int]) -> list[int]:
         """Make ``new`` active; returns the evicted extents (idle ones, least recently used first)."""
@@ -51,34 +52,19 @@ class ActivityLog:
             self._lru[e] = 0
         return evicted
 
-    def begin(self, offset: int, length: int) -> None:
-        for e in extents(offset, length):
-            if e in self._lru:
-                self._lru[e] += 1
-                self._lru.move_to_end(e)
-
-    def end(self, offset: int, length: int) -> None:
-        for e in extents(offset, length):
-            if self._lru.get(e, 0) > 0:
-                self._lru[e] -= 1
-
-    def begin_extents(self, exts: tuple[int, ...]) -> None:
-        """A write batch begins: one reference per extent it touches (ended by end_extents)."""
+    def begin(self, exts: Iterable[int]) -> None:
+        """A write (or a write batch) to these extents begins: one reference each, until end()."""
         lru = self._lru
         for e in exts:
             if e in lru:
                 lru[e] += 1
                 lru.move_to_end(e)
 
-    def end_extents(self, exts: tuple[int, ...]) -> None:
+    def end(self, exts: Iterable[int]) -> None:
         lru = self._lru
         for e in exts:
             if lru.get(e, 0) > 0:
                 lru[e] -= 1
-
-    def covers_extents(self, exts: tuple[int, ...]) -> bool:
-        lru = self._lru
-        return all(e in lru for e in exts)
 
     def in_flight(self) -> int:
         return sum(self._lru.values())

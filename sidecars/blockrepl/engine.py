@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hastack_blockrepl import disk, fastpath, iozero
-from hastack_blockrepl.actlog import ActivityLog
+from hastack_blockrepl.actlog import ActivityLog, extents
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.disk import Backing
 from hastack_blockrepl.gate import Done, WriteGate
@@ -253,7 +253,7 @@ class Engine:
             self.gate.queue(lambda: self.write(offset, keep, fua, done, op), done)
             return
         length = len(data) if op == "write" else int(data)  # zero/trim: data is the length
-        if self.need_rotate or (not self.diskless() and not self.al.covers(offset, length)):
+        if self.need_rotate or (not self.diskless() and not self.al.covers(extents(offset, length))):
             if op == "write" and not stable(data):  # the caller's buffer is reused once it returns
                 data = bytes(data)
             fut = self._prepare(offset, length)
@@ -316,41 +316,26 @@ class Engine:
         log.info("new data generation", extra=kv(current=f"{self.sb.current:016X}", previous=f"{old:016X}"))
 
     def _apply(self, offset: int, data: Any, length: int, fua: bool, done: Done, op: str) -> None:
-        wid = self.next_id
-        self.next_id += 1
-        targets = [link for link in self.links.values() if link.replicating]
-        for link in targets:
+        def send(link: Link, wid: int) -> None:
             if op == "write":
                 link.send_write(wid, offset, data, fua)
             else:
                 link.send_zero(wid, offset, length, fua)
-        local_ok = not self.diskless()
-        if local_ok:
-            try:
-                if op == "write":
-                    iozero.pwrite_all(self.fd, data, offset)
-                else:
-                    iozero.zero_range(self.fd, offset, length, punch=op == "trim")
-            except OSError as exc:
-                self.io_error(op, exc)
-                if not self.detach(f"{op} error: {exc}"):
-                    done(EIO)
-                    return
-                local_ok = False
-        if not local_ok and not targets:
-            done(EIO)
+
+        def write_local() -> None:
+            if op == "write":
+                iozero.pwrite_all(self.fd, data, offset)
+            else:
+                iozero.zero_range(self.fd, offset, length, punch=op == "trim")
+
+        started = self._start(op, done, send, write_local)
+        if started is None:
             return
+        wid, sent, local_ok = started
         self.counters["writes" if op == "write" else ("trims" if op == "trim" else "zeroes")] += 1
-        sent = {link.node_id for link in targets}
-        for pid, bm in self.bitmaps.items():
-            if pid not in sent:
-                bm.mark(offset, length)
-                self.bm_dirty.add(pid)
-        self.al.begin(offset, length)
-        p = Pending(offset, length, done, sent, self.protocol != "A" or not local_ok, t0=time.perf_counter(), op=op)
-        p.local_ok = local_ok
-        self.pending[wid] = p
-        self._idle.clear()
+        p = Pending(offset, length, done, sent, self.protocol != "A" or not local_ok, t0=time.perf_counter(), op=op,
+                    exts=tuple(extents(offset, length)))  # fmt: skip
+        self._track(wid, p, local_ok)
         if fua and local_ok:
             p.local_done = False
             self.spawn(self._local_sync(wid))
@@ -368,46 +353,67 @@ class Engine:
         """Write a batch (``fastpath.scan``) as one: one frame per peer, one local call, one
         acknowledgement. False (nothing done) when the per-request path must take its writes:
         :meth:`batching` says no, or an extent is not in the activity log yet."""
-        if not self.batching() or not self.al.covers_extents(exts):
+        if not self.batching() or not self.al.covers(exts):
             return False
+        def send(link: Link, wid: int) -> None:
+            link.send_writes(wid, payload)
+
+        started = self._start("write", done, send, lambda: fastpath.apply(self.fd, payload, self.size))
+        if started is None:
+            return True
+        wid, sent, local_ok = started
+        self.counters["writes"] += count
+        self.counters["write_batches"] += 1
+        data = len(payload) - fastpath.HEAD.size - fastpath.ENTRY.size * count
+        p = Pending(0, data, done, sent, self.protocol != "A" or not local_ok, t0=time.perf_counter(), batch=payload,
+                    exts=exts, count=count)  # fmt: skip
+        self._track(wid, p, local_ok)
+        self._progress(wid, p)
+        return True
+
+    def _start(
+        self, op: str, done: Done, send: Callable[[Link, int], None], write_local: Callable[[], object]
+    ) -> tuple[int, set[int], bool] | None:
+        """A client write's first half: a new id, sent to every replicating peer first, then
+        written locally. Returns (id, the peers it was sent to, whether the local write took);
+        None when it cannot be done anywhere (answered EIO)."""
         wid = self.next_id
         self.next_id += 1
         targets = [link for link in self.links.values() if link.replicating]
         for link in targets:
-            link.send_writes(wid, payload)
-        local_ok = True
-        try:
-            fastpath.apply(self.fd, payload, self.size)
-        except OSError as exc:
-            self.io_error("write", exc)
-            if not self.detach(f"write error: {exc}"):
-                done(EIO)
-                return True
-            local_ok = False
+            send(link, wid)
+        local_ok = not self.diskless()
+        if local_ok:
+            try:
+                write_local()
+            except OSError as exc:
+                self.io_error(op, exc)
+                if not self.detach(f"{op} error: {exc}"):
+                    done(EIO)
+                    return None
+                local_ok = False
         if not local_ok and not targets:
             done(EIO)
-            return True
-        self.counters["writes"] += count
-        self.counters["write_batches"] += 1
-        data = len(payload) - fastpath.HEAD.size - fastpath.ENTRY.size * count
-        p = Pending(0, data, done, {link.node_id for link in targets}, self.protocol != "A" or not local_ok,
-                    t0=time.perf_counter(), batch=payload, exts=exts, count=count)  # fmt: skip
-        if len(targets) < len(self.bitmaps):
-            self._mark_unsent(p)
-        self.al.begin_extents(exts)
+            return None
+        return wid, {link.node_id for link in targets}, local_ok
+
+    def _track(self, wid: int, p: Pending, local_ok: bool) -> None:
+        """Keep a started write until its peers answer: blocks marked for every peer it was not
+        sent to, its activity-log extents busy."""
+        for pid in self.bitmaps:
+            if pid not in p.peers:
+                self._mark(pid, p)
+        self.al.begin(p.exts)
         p.local_ok = local_ok
         self.pending[wid] = p
         self._idle.clear()
-        self._progress(wid, p)
-        return True
 
-    def _mark_unsent(self, p: Pending) -> None:
-        """Mark the blocks of ``p`` in the bitmap of every peer it was not sent to."""
-        for pid, bm in self.bitmaps.items():
-            if pid not in p.peers:
-                for offset, length in p.ranges():
-                    bm.mark(offset, length)
-                self.bm_dirty.add(pid)
+    def _mark(self, pid: int, p: Pending) -> None:
+        """The blocks of ``p`` are out of sync with peer ``pid``."""
+        bm = self.bitmaps[pid]
+        for offset, length in p.ranges():
+            bm.mark(offset, length)
+        self.bm_dirty.add(pid)
 
     async def _local_sync(self, wid: int) -> None:
         ok = not self.diskless()
@@ -433,10 +439,7 @@ class Engine:
                 self.flushes.pop(wid, None)
             else:
                 self.pending.pop(wid, None)
-                if p.batch is not None:
-                    self.al.end_extents(p.exts)
-                else:
-                    self.al.end(p.offset, p.length)
+                self.al.end(p.exts)
                 if not self.pending:
                     self._idle.set()
 
@@ -482,9 +485,7 @@ class Engine:
         p = (self.flushes if flush else self.pending).get(wid)
         if p is not None and node_id in p.peers:
             if not flush:
-                for offset, length in p.ranges():
-                    self.bitmaps[node_id].mark(offset, length)
-                self.bm_dirty.add(node_id)
+                self._mark(node_id, p)
             p.peers.discard(node_id)
             self._progress(wid, p)
 
@@ -494,12 +495,9 @@ class Engine:
             if nid == node_id:
                 del self.remote_reads[rid]
                 cb(EIO, b"")
-        bm = self.bitmaps[node_id]
         for p in list(self.pending.values()):
             if node_id in p.peers:
-                for offset, length in p.ranges():
-                    bm.mark(offset, length)
-                self.bm_dirty.add(node_id)
+                self._mark(node_id, p)
         if self.role == PRIMARY:
             self.need_rotate = True
             if was_replicating and self.cfg.fencing == "resource-only" and self.fence is not None:

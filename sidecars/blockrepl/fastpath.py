@@ -30,6 +30,7 @@ from typing import Any
 
 from hastack_blockrepl import iozero
 from hastack_blockrepl import nbdproto as P
+from hastack_blockrepl.wire import unpack_ids
 
 HEAD = struct.Struct(">II")
 ENTRY = struct.Struct(">QII")
@@ -127,8 +128,7 @@ def py_apply(fd: int, payload: bytes | memoryview, size: int) -> int:
 def py_replies(cookies: bytes, structured: bool) -> bytes:
     if len(cookies) % 8:
         raise ValueError("cookies are 8 bytes each")
-    parts = [int.from_bytes(cookies[i : i + 8], "big") for i in range(0, len(cookies), 8)]
-    return b"".join(P.reply(c, 0, structured) for c in parts)
+    return b"".join(P.reply(c, 0, structured) for c in unpack_ids(cookies))
 
 
 scan, apply, replies = py_scan, py_apply, py_replies

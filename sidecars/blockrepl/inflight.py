@@ -43,7 +43,7 @@ class Pending:
     t0: float = 0.0
     op: str = "write"
     batch: bytes | None = None  # a write batch (fastpath.py): its writes; ``length``: their data bytes
-    exts: tuple[int, ...] = ()  # a batch's activity-log extents
+    exts: tuple[int, ...] = ()  # its activity-log extents (busy until every peer answered)
     count: int = 1  # client requests answered by this one
 
     def ranges(self) -> list[tuple[int, int]]:

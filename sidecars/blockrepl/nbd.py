@@ -19,6 +19,7 @@ from hastack_blockrepl import fastpath
 from hastack_blockrepl import nbdproto as P
 from hastack_blockrepl.engine import PRIMARY, Engine
 from hastack_blockrepl.rxbuf import BIG, RxBuffer, keep_large_buffers
+from hastack_blockrepl.wire import unpack_ids  # 8-byte big-endian ids: the batch's cookies too
 from hastack_common.config_blockrepl import AL_EXTENT
 from hastack_common.logs import kv
 
@@ -109,8 +110,7 @@ class NbdConnection(asyncio.BufferedProtocol):
             req = P.Request(cmd, flags, cookie, offset, length, rx.take_big())
             req.error = P.validate(req, size)
             self._handle(req)
-        if self.engine.batching():
-            self._scan()
+        self._scan()
         reqs, rx.start = P.parse_requests(rx.mv[: rx.end], rx.start, size)  # the rest; raises on bad framing
         for r in reqs:
             self._handle(r)
@@ -124,7 +124,8 @@ class NbdConnection(asyncio.BufferedProtocol):
                     rx.ensure_room(P.REQ.size + length)
 
     def _scan(self) -> None:
-        """The small-write path: runs of plain writes go to the engine as write batches."""
+        """The small-write path: runs of plain writes go to the engine as write batches (which
+        hands them back one by one when it cannot take a batch now)."""
         rx, size = self.rx, self.engine.size
         items, pos = fastpath.scan(
             rx.buf, rx.start, rx.end, size, AL_EXTENT, fastpath.MAX_WRITE, fastpath.MAX_COUNT, fastpath.MAX_BYTES
@@ -147,16 +148,15 @@ class NbdConnection(asyncio.BufferedProtocol):
         self.in_flight -= n  # the per-request path takes them (a hold, a new activity-log extent)
         data = memoryview(payload)
         pos = fastpath.HEAD.size + fastpath.ENTRY.size * n
-        for i, (offset, length) in enumerate(fastpath.entries(payload)):
-            cookie = int.from_bytes(cookies[8 * i : 8 * i + 8], "big")
+        for cookie, (offset, length) in zip(unpack_ids(cookies), fastpath.entries(payload), strict=True):
             self._handle(P.Request(P.CMD_WRITE, 0, cookie, offset, length, data[pos : pos + length]))
             pos += length
 
     def _batch_completion(self, cookies: bytes, n: int) -> Any:
         def done(err: int) -> None:
             if err:
-                for i in range(0, len(cookies), 8):
-                    self._completion(int.from_bytes(cookies[i : i + 8], "big"))(err)
+                for cookie in unpack_ids(cookies):
+                    self._completion(cookie)(err)
                 return
             self.in_flight -= n
             if self.closed:

@@ -105,13 +105,13 @@ def test_activity_log_lru_and_in_flight() -> None:
     al = ActivityLog(2)
     assert list(extents(AL_EXTENT - 1, 2)) == [0, 1] and list(extents(0, 0)) == []
     assert al.add({0, 1}) == []
-    al.begin(0, 1)  # extent 0 busy
+    al.begin(extents(0, 1))  # extent 0 busy
     assert al.missing(2 * AL_EXTENT, 1) == {2}
-    assert al.covers(0, 2 * AL_EXTENT) and not al.covers(AL_EXTENT, AL_EXTENT + 1)  # 1 yes, 2 no
+    assert al.covers(extents(0, 2 * AL_EXTENT)) and not al.covers(extents(AL_EXTENT, AL_EXTENT + 1))  # 1 yes, 2 no
     assert al.add({2}) == [1]  # the idle one goes
-    assert not al.covers(AL_EXTENT, 1) and al.covers(2 * AL_EXTENT, AL_EXTENT)
+    assert not al.covers(extents(AL_EXTENT, 1)) and al.covers(extents(2 * AL_EXTENT, AL_EXTENT))
     assert set(al.active()) == {0, 2}
-    al.end(0, 1)
+    al.end(extents(0, 1))
     assert al.in_flight() == 0
 
 
@@ -120,11 +120,11 @@ def test_activity_log_keeps_a_write_batchs_extents_busy() -> None:
     until it ends, and an extent not in the log sends the batch to the per-request path."""
     al = ActivityLog(2)
     al.add({0, 1})
-    assert al.covers_extents((0, 1)) and not al.covers_extents((0, 2))
-    al.begin_extents((0, 1))
+    assert al.covers((0, 1)) and not al.covers((0, 2))
+    al.begin((0, 1))
     assert al.in_flight() == 2
     assert al.add({2}) == [] and set(al.active()) == {0, 1, 2}  # every slot busy: nothing evicted
-    al.end_extents((0, 1))
+    al.end((0, 1))
     assert al.in_flight() == 0
     assert al.add({3}) == [0]
 
