@@ -3,7 +3,10 @@
 After a crash of a Primary, every extent listed here may differ between replicas, so they
 are merged into every peer bitmap and resynced (checksum-based, so identical blocks cost
 only a digest). An extent leaves the log (least recently used first) only when no write to
-it is in flight; the caller persists dirty bitmaps before it persists a shrunken log.
+it is in flight; before it persists a shrunken log the caller makes the data written so far
+durable (``fdatasync``: writes sit in the page cache, and a node that loses power loses
+them) and persists the dirty bitmaps. So every write not yet durable on this disk lies in
+an extent the log still lists.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hastack_blockrepl import disk, fastpath, iozero
@@ -214,9 +214,12 @@ class Engine:
         for link in self.links.values():
             link.send_update()
 
-    def detach(self, why: str) -> bool:
-        """DRBD's on-io-error detach: drop the local disk, keep serving through UpToDate peers."""
-        if self.cfg.disk.on_io_error != "detach":
+    def detach(self, why: str, always: bool = False) -> bool:
+        """DRBD's on-io-error detach: drop the local disk, keep serving through UpToDate peers.
+        ``always``: whatever ``onIoError`` says (a failed ``fdatasync``: which blocks did not
+        reach the disk is unknown, and the page cache may still show data the disk lacks, so
+        no bitmap could name them and passing the error on would leave the replicas apart)."""
+        if self.cfg.disk.on_io_error != "detach" and not always:
             return False
         if self.diskless():
             return True
@@ -290,9 +293,8 @@ class Engine:
                         await asyncio.to_thread(self.backing.store.save_super, self.sb)
                     self.announce()
                 if exts and not self.diskless():  # no local writes, no activity log
-                    evicted = self.al.add(exts)
-                    if evicted and self.bm_dirty:
-                        await asyncio.to_thread(self.persist_sync, False)
+                    if self.al.add(exts):  # an extent leaves the log only once its data is durable
+                        await asyncio.to_thread(self.persist_sync)
                     await asyncio.to_thread(self.backing.store.save_al, self.al.active())
                 fut.set_result(None)
             except OSError as exc:
@@ -328,7 +330,7 @@ class Engine:
             else:
                 iozero.zero_range(self.fd, offset, length, punch=op == "trim")
 
-        started = self._start(op, done, send, write_local)
+        started = self._start(op, done, send, write_local, lambda: ((offset, length),))
         if started is None:
             return
         wid, sent, local_ok = started
@@ -358,7 +360,9 @@ class Engine:
         def send(link: Link, wid: int) -> None:
             link.send_writes(wid, payload)
 
-        started = self._start("write", done, send, lambda: fastpath.apply(self.fd, payload, self.size))
+        started = self._start(
+            "write", done, send, lambda: fastpath.apply(self.fd, payload, self.size), lambda: fastpath.entries(payload)
+        )
         if started is None:
             return True
         wid, sent, local_ok = started
@@ -372,11 +376,19 @@ class Engine:
         return True
 
     def _start(
-        self, op: str, done: Done, send: Callable[[Link, int], None], write_local: Callable[[], object]
+        self,
+        op: str,
+        done: Done,
+        send: Callable[[Link, int], None],
+        write_local: Callable[[], object],
+        ranges: Callable[[], Iterable[tuple[int, int]]],
     ) -> tuple[int, set[int], bool] | None:
         """A client write's first half: a new id, sent to every replicating peer first, then
         written locally. Returns (id, the peers it was sent to, whether the local write took);
-        None when it cannot be done anywhere (answered EIO)."""
+        None when it cannot be done anywhere (answered EIO). With ``onIoError: pass-on`` a failed
+        local write is answered EIO and its ``ranges()`` are marked out of sync with every peer:
+        the peers it reached hold data this disk may not, and a resync from here makes them
+        agree again."""
         wid = self.next_id
         self.next_id += 1
         targets = [link for link in self.links.values() if link.replicating]
@@ -389,6 +401,8 @@ class Engine:
             except OSError as exc:
                 self.io_error(op, exc)
                 if not self.detach(f"{op} error: {exc}"):
+                    for pid in self.bitmaps:
+                        self._mark(pid, ranges())
                     done(EIO)
                     return None
                 local_ok = False
@@ -402,16 +416,16 @@ class Engine:
         sent to, its activity-log extents busy."""
         for pid in self.bitmaps:
             if pid not in p.peers:
-                self._mark(pid, p)
+                self._mark(pid, p.ranges())
         self.al.begin(p.exts)
         p.local_ok = local_ok
         self.pending[wid] = p
         self._idle.clear()
 
-    def _mark(self, pid: int, p: Pending) -> None:
-        """The blocks of ``p`` are out of sync with peer ``pid``."""
+    def _mark(self, pid: int, ranges: Iterable[tuple[int, int]]) -> None:
+        """The blocks of ``ranges`` are out of sync with peer ``pid``."""
         bm = self.bitmaps[pid]
-        for offset, length in p.ranges():
+        for offset, length in ranges:
             bm.mark(offset, length)
         self.bm_dirty.add(pid)
 
@@ -422,7 +436,7 @@ class Engine:
                 await asyncio.to_thread(os.fdatasync, self.fd)
             except OSError as exc:
                 self.io_error("fdatasync", exc)
-                self.detach(f"fdatasync error: {exc}")
+                self.detach(f"fdatasync error: {exc}", always=True)
                 ok = False
         p = self.pending.get(wid) or self.flushes.get(wid)
         if p is not None:
@@ -485,7 +499,7 @@ class Engine:
         p = (self.flushes if flush else self.pending).get(wid)
         if p is not None and node_id in p.peers:
             if not flush:
-                self._mark(node_id, p)
+                self._mark(node_id, p.ranges())
             p.peers.discard(node_id)
             self._progress(wid, p)
 
@@ -497,7 +511,7 @@ class Engine:
                 cb(EIO, b"")
         for p in list(self.pending.values()):
             if node_id in p.peers:
-                self._mark(node_id, p)
+                self._mark(node_id, p.ranges())
         if self.role == PRIMARY:
             self.need_rotate = True
             if was_replicating and self.cfg.fencing == "resource-only" and self.fence is not None:

@@ -493,7 +493,7 @@ class PeerLink:
         except OSError as exc:
             if not e.diskless():
                 e.io_error("fdatasync", exc)
-                e.detach(f"fdatasync error: {exc}")
+                e.detach(f"fdatasync error: {exc}", always=True)
             if proto is self.proto and proto is not None:
                 proto.send(proto.enc.encode(W.NACK, b"flush" if ack == W.ACK_FLUSH else b"write", id=fid))
             return

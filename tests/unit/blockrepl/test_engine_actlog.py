@@ -1,0 +1,85 @@
+"""The activity log's promise on the Primary: every write not yet durable on the local disk
+lies in an extent the log lists. Writes sit in the page cache, so an extent may leave the
+log only after an ``fdatasync`` of the data: a node that loses power would otherwise come
+back with blocks missing that no bitmap and no log names (silently different from its peer).
+
+Real backing file, real metadata, the engine's own transaction; ``os.fdatasync`` and the
+activity-log save are observed (recorded, then done) to check their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from hastack_blockrepl import engine as E
+from hastack_blockrepl.actlog import ActivityLog
+from hastack_blockrepl.disk import attach
+from hastack_blockrepl.metrics import Metrics
+from hastack_common.config_blockrepl import AL_EXTENT, parse
+from hastack_common.ctlsock import EventBus
+
+SIZE = 64 << 20
+
+
+def _engine(tmp_path: Path) -> E.Engine:
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(SIZE + (4 << 20))
+    cfg = parse({"resource": "r0", "nodeId": 0, "size": SIZE, "disk": {"path": str(img), "metadata": "internal"},
+                 "nbd": {"socket": str(tmp_path / "nbd.sock")}, "controlSocket": str(tmp_path / "ctl.sock"),
+                 "net": {"secretFile": str(tmp_path / "secret")}})  # fmt: skip
+    backing, sb, _ = attach(str(img), "internal", 0, SIZE)
+    eng = E.Engine(cfg, backing, sb, EventBus(), Metrics("r0"))
+    eng.load()
+    eng.role = E.PRIMARY
+    return eng
+
+
+def _write(eng: E.Engine, offset: int) -> asyncio.Future[int]:
+    done: asyncio.Future[int] = eng.loop.create_future()
+    eng.write(offset, b"\x5a" * 4096, False, done.set_result)
+    return done
+
+
+@pytest.mark.parametrize("evicting", [True, False])
+def test_an_extent_leaves_the_activity_log_only_after_its_data_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, evicting: bool
+) -> None:
+    calls: list[str] = []
+
+    async def run() -> None:
+        eng = _engine(tmp_path)
+        try:
+            eng.al = ActivityLog(2 if evicting else 8)
+            real_sync, real_save = os.fdatasync, eng.backing.store.save_al
+
+            def fdatasync(fd: int) -> None:
+                calls.append("data-sync" if fd == eng.fd else "other-sync")
+                real_sync(fd)
+
+            def save_al(active: list[int], sync: bool = True) -> None:
+                calls.append(f"save-al {sorted(active)}")
+                real_save(active, sync=sync)
+
+            monkeypatch.setattr(E.os, "fdatasync", fdatasync)
+            monkeypatch.setattr(eng.backing.store, "save_al", save_al)
+            for ext in (0, 1):
+                assert await _write(eng, ext * AL_EXTENT) == 0
+            calls.clear()
+            assert await _write(eng, 2 * AL_EXTENT) == 0  # a third extent: one must go when there are 2 slots
+        finally:
+            eng.backing.close()
+
+    asyncio.run(run())
+    saves = [i for i, c in enumerate(calls) if c.startswith("save-al")]
+    assert len(saves) == 1, calls
+    if evicting:
+        assert calls[saves[0]] == "save-al [1, 2]", calls
+        assert "data-sync" in calls[: saves[0]], f"extent 0 left the log before its data was synced: {calls}"
+    else:
+        assert calls[saves[0]] == "save-al [0, 1, 2]", calls
+        assert "data-sync" not in calls, f"growing the log needs no data sync: {calls}"
