@@ -23,11 +23,21 @@ from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.disk import Backing
 from hastack_blockrepl.gate import Done, WriteGate
 from hastack_blockrepl.inflight import Link, Pending
-from hastack_blockrepl.meta import AL_SLOTS, DAY0, DISKLESS, INCONSISTENT, UP_TO_DATE, Super, new_uuid
+from hastack_blockrepl.meta import (
+    AL_SLOTS,
+    DAY0,
+    DISKLESS,
+    INCONSISTENT,
+    OUTDATED,
+    UP_TO_DATE,
+    Super,
+    boot_id,
+    new_uuid,
+)
 from hastack_blockrepl.metrics import Metrics
 from hastack_blockrepl.nbdproto import EIO, EPERM
 from hastack_blockrepl.rxbuf import stable
-from hastack_common.config_blockrepl import BlockreplConfig
+from hastack_common.config_blockrepl import AL_EXTENT, BlockreplConfig
 from hastack_common.ctlsock import EventBus
 from hastack_common.logs import kv
 
@@ -83,14 +93,26 @@ class Engine:
             idx, _ = self.sb.slot(p.node_id)
             self.bitmaps[p.node_id] = Bitmap(self.size // 4096, store.load_bitmap(idx))
         active = store.load_al()
+        boot = boot_id()
+        rebooted = self.sb.boot_id != boot
+        self.sb.boot_id = boot
         if not self.sb.clean and self.sb.primary:
             self.crashed_primary = True
-            for bm in self.bitmaps.values():
-                for e in active:
-                    bm.mark(e * (4 << 20), 4 << 20)
-            self.bm_dirty |= set(self.bitmaps)
+            self._merge_al(active)
             log.warning(
                 "recovering a crashed Primary: activity log merged into bitmaps",
+                extra=kv(extents=len(active)),
+            )
+        elif not self.sb.clean and rebooted and active:
+            # A Secondary acknowledges a replicated write once it is in the page cache; the node
+            # restarted without a clean stop, so writes in these extents may never have reached
+            # the disk. Resync them from a peer; until then the data is not known to be the latest.
+            self._merge_al(active)
+            if self.sb.disk_state == UP_TO_DATE:
+                self.sb.disk_state = OUTDATED
+            log.warning(
+                "the node restarted without a clean stop of this Secondary: its activity log is merged "
+                "into the bitmaps and the disk is Outdated until a peer resyncs those extents",
                 extra=kv(extents=len(active)),
             )
         if self.sb.disk_state == DISKLESS:  # detached after I/O errors: its data cannot be trusted
@@ -99,6 +121,13 @@ class Engine:
         self.sb.clean = False
         self.sb.primary = False
         self.persist_sync()
+
+    def _merge_al(self, active: list[int]) -> None:
+        """After a crash: every extent the activity log lists may differ from every peer."""
+        for bm in self.bitmaps.values():
+            for e in active:
+                bm.mark(e * AL_EXTENT, AL_EXTENT)
+        self.bm_dirty |= set(self.bitmaps)
 
     def persist_sync(self, data: bool = True) -> None:
         """Data (``data``: what the superblock says about the disk holds on disk too), then the
@@ -542,6 +571,7 @@ class Engine:
             raise ValueError(f"replicated write at {offset}+{length} beyond the volume ({self.size})")
         if self.diskless():
             raise OSError(EIO, "Diskless")
+        self._cover(extents(offset, length))
         if data is not None:
             iozero.pwrite_all(self.fd, data, offset)
         else:
@@ -550,10 +580,23 @@ class Engine:
     def apply_batch(self, payload: bytes | memoryview) -> None:
         """Write a peer's write batch; ValueError when it is malformed (nothing written), OSError
         when this disk cannot (Diskless, or it failed)."""
+        fastpath.apply(-1, payload, self.size)  # fd -1: only checked (a malformed one is refused)
         if self.diskless():
-            fastpath.apply(-1, payload, self.size)  # fd -1: only checked (a malformed one is refused)
             raise OSError(EIO, "Diskless")
+        self._cover({e for offset, length in fastpath.entries(payload) for e in extents(offset, length)})
         fastpath.apply(self.fd, payload, self.size)
+
+    def _cover(self, exts: Iterable[int]) -> None:
+        """A replicated write lands only in extents the activity log lists, persisted first (as
+        on the Primary): a Secondary acknowledges writes that are only in the page cache, and
+        after its node restarts without a clean stop it resyncs these extents (``load``).
+        Blocking (one small O_DSYNC write; the event loop has nothing else to do for this
+        write), and only for the first write to an extent."""
+        if self.al.covers(exts):
+            return
+        if self.al.add(set(exts)):
+            self.persist_sync()  # an extent leaves the log only once its data is durable
+        self.backing.store.save_al(self.al.active())
 
     async def grow(self, new_size: int | None) -> int:
         """Grow into a larger backing device (metadata moves, the new area is zeroed)."""

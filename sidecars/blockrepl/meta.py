@@ -19,6 +19,7 @@ import json
 import os
 import random
 import struct
+import threading
 import zlib
 from dataclasses import asdict, dataclass, field
 
@@ -62,6 +63,7 @@ class Super:
     primary: bool = False  # was Primary when last written: an unclean start means a crashed primary
     clean: bool = True  # False while the process runs; True after an orderly stop
     primary_since: float = 0.0
+    boot_id: str = ""  # the kernel boot it last ran under: an unclean stop across a reboot lost the page cache
     peers: list[PeerSlot] = field(default_factory=list)
     version: int = FORMAT_VERSION
 
@@ -94,6 +96,19 @@ class Super:
     def rotate_history(self, uuid: int) -> None:
         if uuid and uuid != DAY0 and uuid not in self.history:
             self.history = [uuid, self.history[0]]
+
+
+def boot_id() -> str:
+    """This kernel's boot id: a process restart keeps it (and the page cache), a reboot does not.
+    ``HASTACK_BLOCKREPL_BOOT_ID`` stands in for it (the tests' way of simulating a reboot)."""
+    forced = os.environ.get("HASTACK_BLOCKREPL_BOOT_ID")
+    if forced:
+        return forced
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def pack_slot(magic: bytes, seq: int, body: bytes) -> bytes:
@@ -136,10 +151,13 @@ class MetaStore:
     an activity-log transaction no longer writes back every dirty data page of a backing
     file that also holds the metadata. Callers that need *data* durable flush it themselves
     (Engine.persist_sync). Without it, writes are followed by ``fdatasync`` of ``fd``.
+    Saves are serialised (a lock): a Secondary's activity log is saved from the event loop
+    while a worker thread may be persisting bitmaps and the superblock.
     """
 
     def __init__(self, fd: int, base: int, size: int, sync_fd: int | None = None) -> None:
         self.fd, self.base, self.size, self.sync_fd = fd, base, size, sync_fd
+        self.lock = threading.Lock()
         self.sb_seq = 0
         self.al_seq = 0
         self.bm_len = bitmap_bytes(size)
@@ -161,8 +179,9 @@ class MetaStore:
         return Super.from_json(got[1])
 
     def save_super(self, sb: Super, sync: bool = True) -> None:
-        self.sb_seq += 1
-        self._write(pack_slot(SB_MAGIC, self.sb_seq, sb.to_json()), self.base + (self.sb_seq % 2) * BLOCK, sync)
+        with self.lock:
+            self.sb_seq += 1
+            self._write(pack_slot(SB_MAGIC, self.sb_seq, sb.to_json()), self.base + (self.sb_seq % 2) * BLOCK, sync)
 
     def load_al(self) -> list[int]:
         got = self._best(2, AL_MAGIC)
@@ -172,8 +191,10 @@ class MetaStore:
         return unpack_al(got[1])
 
     def save_al(self, extents: list[int], sync: bool = True) -> None:
-        self.al_seq += 1
-        self._write(pack_slot(AL_MAGIC, self.al_seq, pack_al(extents)), self.base + (2 + self.al_seq % 2) * BLOCK, sync)
+        with self.lock:
+            self.al_seq += 1
+            self._write(pack_slot(AL_MAGIC, self.al_seq, pack_al(extents)), self.base + (2 + self.al_seq % 2) * BLOCK,
+                        sync)  # fmt: skip
 
     def _write(self, data: bytes, offset: int, sync: bool) -> None:
         fd = self.fd if self.sync_fd is None else self.sync_fd
@@ -191,7 +212,8 @@ class MetaStore:
         return os.pread(self.fd, self.bm_len, self._bm_off(slot))
 
     def save_bitmap(self, slot: int, data: bytes, sync: bool = True) -> None:
-        self._write(data.ljust(self.bm_len, b"\0"), self._bm_off(slot), sync)
+        with self.lock:
+            self._write(data.ljust(self.bm_len, b"\0"), self._bm_off(slot), sync)
 
     def wipe(self) -> None:
         """Create-md: zero the headers and every bitmap (a fresh replica)."""

@@ -71,8 +71,10 @@ def compare(local: Side, peer: Side) -> tuple[str, bool, str]:
         if local.crashed_primary != peer.crashed_primary:
             who = "source" if local.crashed_primary else "target"
             return who, False, "a crashed Primary's activity log is resynced"
-        if local.changes or peer.changes:  # online verify found differences, or a peer write failed
-            if local.primary != peer.primary:
+        if local.changes or peer.changes:  # verify found differences, a write failed, a Secondary's node crashed
+            if (local.disk == OUTDATED) != (peer.disk == OUTDATED):
+                mine = peer.disk == OUTDATED  # an Outdated replica may lack writes: never the source
+            elif local.primary != peer.primary:
                 mine = local.primary
             elif bool(local.changes) != bool(peer.changes):
                 mine = bool(local.changes)

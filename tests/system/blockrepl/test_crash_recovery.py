@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -41,3 +42,31 @@ def test_crashed_primary_resyncs_only_its_activity_log(tmp_path: Path, failover:
         if failover:
             res = fio.verify(tmp_path / "fio", survivor.nbd_uri, PER_JOB)
             assert res.returncode == 0, res.stdout[-2000:]
+
+
+def test_a_secondary_whose_node_restarted_resyncs_its_activity_log(tmp_path: Path) -> None:
+    """A Secondary acknowledges a replicated write once it is in its page cache. Its node
+    restarting (a new boot id) loses writes that no FLUSH made durable; the Secondary's own
+    activity log names the extents they were in, so it comes back Outdated with those extents
+    marked and resyncs them — not the whole device, and not nothing."""
+    with cluster(tmp_path, 2, size=SIZE) as c:
+        c.wait_connected()
+        c[0].call("primary")
+        old = subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x11 0 8M", "-c", "flush", c[0].nbd_uri],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert old.returncode == 0, old.stdout + old.stderr
+        flushes = c[0].status()["counters"]["flushes"]
+        new = tmp_path / "new.bin"
+        new.write_bytes(b"\x22" * (1 << 20))
+        subprocess.run(["nbdcopy", str(new), c[0].nbd_uri], check=True, timeout=60)  # no --flush
+        assert c[0].status()["counters"]["flushes"] == flushes  # acknowledged, never flushed
+        c[1].kill()
+        with open(c[1].disk, "r+b") as f:  # what the reboot leaves: the write never reached node 1's disk
+            f.write(b"\x11" * (1 << 20))
+            os.fsync(f.fileno())
+        c[1].env["HASTACK_BLOCKREPL_BOOT_ID"] = "after-a-reboot"
+        c[1].start()
+        c.wait_connected(60)
+        sync = c[1].peer(0)["sync"]
+        assert 0 < sync["total_bytes"] <= 8 << 20, sync  # the activity log's extents, not the device
+        assert c[0].data_hash(SIZE) == c[1].data_hash(SIZE), "node 1 lacks an acknowledged write"

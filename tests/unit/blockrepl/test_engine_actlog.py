@@ -27,15 +27,16 @@ SIZE = 64 << 20
 
 def _engine(tmp_path: Path) -> E.Engine:
     img = tmp_path / "disk.img"
-    with open(img, "wb") as f:
-        f.truncate(SIZE + (4 << 20))
+    if not img.exists():
+        with open(img, "wb") as f:
+            f.truncate(SIZE + (4 << 20))
     cfg = parse({"resource": "r0", "nodeId": 0, "size": SIZE, "disk": {"path": str(img), "metadata": "internal"},
                  "nbd": {"socket": str(tmp_path / "nbd.sock")}, "controlSocket": str(tmp_path / "ctl.sock"),
-                 "net": {"secretFile": str(tmp_path / "secret")}})  # fmt: skip
+                 "net": {"secretFile": str(tmp_path / "secret")},
+                 "peers": [{"nodeId": 1, "address": "127.0.0.1:7789"}], "fencing": "dont-care"})  # fmt: skip
     backing, sb, _ = attach(str(img), "internal", 0, SIZE)
     eng = E.Engine(cfg, backing, sb, EventBus(), Metrics("r0"))
     eng.load()
-    eng.role = E.PRIMARY
     return eng
 
 
@@ -54,6 +55,7 @@ def test_an_extent_leaves_the_activity_log_only_after_its_data_is_durable(
     async def run() -> None:
         eng = _engine(tmp_path)
         try:
+            eng.role = E.PRIMARY
             eng.al = ActivityLog(2 if evicting else 8)
             real_sync, real_save = os.fdatasync, eng.backing.store.save_al
 
@@ -83,3 +85,44 @@ def test_an_extent_leaves_the_activity_log_only_after_its_data_is_durable(
     else:
         assert calls[saves[0]] == "save-al [0, 1, 2]", calls
         assert "data-sync" not in calls, f"growing the log needs no data sync: {calls}"
+
+
+@pytest.mark.parametrize("rebooted", [True, False])
+def test_a_secondary_whose_node_restarted_resyncs_its_activity_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rebooted: bool
+) -> None:
+    """A Secondary acknowledges a replicated write once it is in the page cache. Its activity log
+    lists the extent before the write lands; after an unclean stop across a reboot (the page
+    cache is gone) the extents go into every peer bitmap and the disk is Outdated. A process
+    that merely died (same boot: the kernel still writes its pages back) keeps its state."""
+    monkeypatch.setenv("HASTACK_BLOCKREPL_BOOT_ID", "boot-1")
+
+    async def crash_after_a_replicated_write() -> None:
+        eng = _engine(tmp_path)
+        eng.apply_remote(5 * AL_EXTENT + 4096, b"\x77" * 4096, 4096)
+        eng.apply_batch(_batch([(9 * AL_EXTENT, 4096)]))
+        eng.backing.close()  # no close_clean: the process died
+
+    async def restart() -> E.Engine:
+        return _engine(tmp_path)
+
+    asyncio.run(crash_after_a_replicated_write())
+    if rebooted:
+        monkeypatch.setenv("HASTACK_BLOCKREPL_BOOT_ID", "boot-2")
+    eng = asyncio.run(restart())
+    try:
+        marked = eng.bitmaps[1].count() * 4096
+        if rebooted:
+            assert eng.sb.disk_state == "Outdated"
+            assert marked == 2 * AL_EXTENT  # extents 5 and 9, whole
+        else:
+            assert eng.sb.disk_state == "UpToDate" and marked == 0
+    finally:
+        eng.backing.close()
+
+
+def _batch(writes: list[tuple[int, int]]) -> bytes:
+    from hastack_blockrepl import fastpath
+
+    table = b"".join(fastpath.ENTRY.pack(o, n, 0) for o, n in writes)
+    return fastpath.HEAD.pack(len(writes), 0) + table + b"".join(b"\x55" * n for _, n in writes)

@@ -30,6 +30,11 @@ CASES = [
     ("crashed-primary", side(0, A, crashed_primary=True), side(1, A), Policy(), SOURCE, False, False),
     ("same-marked-by-verify", side(0, A, changes=3, primary=True), side(1, A), Policy(), SOURCE, False, False),
     ("same-marked-on-secondary", side(0, A), side(1, A, changes=2), Policy(), TARGET, False, False),
+    # a Secondary whose node crashed: its activity log marked, its disk Outdated; it is the target
+    # even with fewer or more marks than the peer, and whichever node id it has
+    ("crashed-secondary", side(0, A, changes=1024, disk=OUTDATED), side(1, A), Policy(), TARGET, False, False),
+    ("crashed-secondary-peer", side(0, A, changes=3), side(1, A, changes=99, disk=OUTDATED), Policy(), SOURCE, False,
+     False),
     ("inconsistent-same", side(0, A, disk=INCONSISTENT), side(1, A), Policy(), TARGET, False, False),
     ("unrelated", side(0, A), side(1, B), Policy(), DISCONNECT, True, False),
     ("sb-0pri-disconnect", side(0, B, A), side(1, C, A), Policy(), DISCONNECT, False, True),
