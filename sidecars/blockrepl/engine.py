@@ -104,14 +104,14 @@ class Engine:
                 extra=kv(extents=len(active)),
             )
         elif not self.sb.clean and rebooted and active:
-            # A Secondary acknowledges a replicated write once it is in the page cache; the node
-            # restarted without a clean stop, so writes in these extents may never have reached
-            # the disk. Resync them from a peer; until then the data is not known to be the latest.
             self._merge_al(active)
-            if self.sb.disk_state == UP_TO_DATE:
-                self.sb.disk_state = OUTDATED
+        if not self.sb.clean and rebooted and active and self.sb.disk_state == UP_TO_DATE:
+            # Writes are acknowledged once in the page cache (durable at the next FLUSH). The node
+            # restarted without a clean stop, so acknowledged writes in these extents may never
+            # have reached this disk, while a peer that stayed up holds them: resync them from it.
+            self.sb.disk_state = OUTDATED
             log.warning(
-                "the node restarted without a clean stop of this Secondary: its activity log is merged "
+                "the node restarted without a clean stop of this replica: its activity log is merged "
                 "into the bitmaps and the disk is Outdated until a peer resyncs those extents",
                 extra=kv(extents=len(active)),
             )

@@ -68,13 +68,16 @@ def compare(local: Side, peer: Side) -> tuple[str, bool, str]:
     if pc == DAY0:
         return "source", True, "the peer is new: full sync to it"
     if lc == pc:
+        marked = local.changes or peer.changes or local.crashed_primary or peer.crashed_primary
+        if marked and (local.disk == OUTDATED) != (peer.disk == OUTDATED):
+            # an Outdated replica may lack acknowledged writes (its node restarted): never the source
+            who = "target" if local.disk == OUTDATED else "source"
+            return who, False, "same generation: the Outdated replica resyncs the blocks marked out of sync"
         if local.crashed_primary != peer.crashed_primary:
             who = "source" if local.crashed_primary else "target"
             return who, False, "a crashed Primary's activity log is resynced"
         if local.changes or peer.changes:  # verify found differences, a write failed, a Secondary's node crashed
-            if (local.disk == OUTDATED) != (peer.disk == OUTDATED):
-                mine = peer.disk == OUTDATED  # an Outdated replica may lack writes: never the source
-            elif local.primary != peer.primary:
+            if local.primary != peer.primary:
                 mine = local.primary
             elif bool(local.changes) != bool(peer.changes):
                 mine = bool(local.changes)

@@ -44,11 +44,13 @@ def test_crashed_primary_resyncs_only_its_activity_log(tmp_path: Path, failover:
             assert res.returncode == 0, res.stdout[-2000:]
 
 
-def test_a_secondary_whose_node_restarted_resyncs_its_activity_log(tmp_path: Path) -> None:
-    """A Secondary acknowledges a replicated write once it is in its page cache. Its node
-    restarting (a new boot id) loses writes that no FLUSH made durable; the Secondary's own
-    activity log names the extents they were in, so it comes back Outdated with those extents
-    marked and resyncs them — not the whole device, and not nothing."""
+@pytest.mark.parametrize("rebooted", [1, 0], ids=["secondary", "primary"])
+def test_a_replica_whose_node_restarted_resyncs_its_activity_log_from_the_peer(tmp_path: Path, rebooted: int) -> None:
+    """Writes are acknowledged once in the page cache (durable at the next FLUSH). A node that
+    restarts (a new boot id) without a clean stop loses the ones no FLUSH made durable; its
+    activity log names the extents they were in, so the replica comes back Outdated with those
+    extents marked and resyncs them from the peer that stayed up — not the whole device, not
+    nothing, and never in the other direction (a crashed Primary that rebooted is no source)."""
     with cluster(tmp_path, 2, size=SIZE) as c:
         c.wait_connected()
         c[0].call("primary")
@@ -60,13 +62,17 @@ def test_a_secondary_whose_node_restarted_resyncs_its_activity_log(tmp_path: Pat
         new.write_bytes(b"\x22" * (1 << 20))
         subprocess.run(["nbdcopy", str(new), c[0].nbd_uri], check=True, timeout=60)  # no --flush
         assert c[0].status()["counters"]["flushes"] == flushes  # acknowledged, never flushed
-        c[1].kill()
-        with open(c[1].disk, "r+b") as f:  # what the reboot leaves: the write never reached node 1's disk
+        node, peer = c[rebooted], c[1 - rebooted]
+        node.kill()
+        with open(node.disk, "r+b") as f:  # what the reboot leaves: the write never reached this disk
             f.write(b"\x11" * (1 << 20))
             os.fsync(f.fileno())
-        c[1].env["HASTACK_BLOCKREPL_BOOT_ID"] = "after-a-reboot"
-        c[1].start()
+        node.env["HASTACK_BLOCKREPL_BOOT_ID"] = "after-a-reboot"
+        node.start()
         c.wait_connected(60)
-        sync = c[1].peer(0)["sync"]
+        sync = node.peer(peer.node_id)["sync"]
         assert 0 < sync["total_bytes"] <= 8 << 20, sync  # the activity log's extents, not the device
-        assert c[0].data_hash(SIZE) == c[1].data_hash(SIZE), "node 1 lacks an acknowledged write"
+        for r in c.replicas:
+            with open(r.disk, "rb") as f:
+                assert f.read(1 << 20) == b"\x22" * (1 << 20), f"node {r.node_id} lacks an acknowledged write"
+        assert c[0].data_hash(SIZE) == c[1].data_hash(SIZE)

@@ -35,6 +35,9 @@ CASES = [
     ("crashed-secondary", side(0, A, changes=1024, disk=OUTDATED), side(1, A), Policy(), TARGET, False, False),
     ("crashed-secondary-peer", side(0, A, changes=3), side(1, A, changes=99, disk=OUTDATED), Policy(), SOURCE, False,
      False),
+    # a Primary whose node crashed and rebooted: Outdated, so the peer that stayed up is the source
+    ("crashed-primary-rebooted", side(0, A, crashed_primary=True, changes=5, disk=OUTDATED), side(1, A), Policy(),
+     TARGET, False, False),
     ("inconsistent-same", side(0, A, disk=INCONSISTENT), side(1, A), Policy(), TARGET, False, False),
     ("unrelated", side(0, A), side(1, B), Policy(), DISCONNECT, True, False),
     ("sb-0pri-disconnect", side(0, B, A), side(1, C, A), Policy(), DISCONNECT, False, True),
