@@ -2,11 +2,13 @@
  * reference implementation in Python and documents the formats).
  *
  *   scan(buf, start, end, size, al_extent, max_write, max_count, max_bytes) -> (items, pos)
+ *   check(payload, size, al_extent) -> extents
  *   apply(fd, payload, size) -> count
  *   replies(cookies, structured) -> bytes
  *
  * Nothing here decides policy: scan only frames NBD requests and groups runs of plain writes,
- * apply validates a whole batch before writing any of it, replies builds success replies.
+ * check and apply validate a whole batch (apply before writing any of it), replies builds
+ * success replies.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,7 +24,6 @@
 #define BATCH_HEAD 8
 #define BATCH_ENTRY 16
 #define MAX_ENTRIES 4096
-#define MAX_EXTS 256
 
 static inline uint16_t be16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 static inline uint32_t be32(const unsigned char *p) {
@@ -42,13 +43,56 @@ static inline int batchable(const unsigned char *h, uint64_t size, uint32_t max_
     return cmd == CMD_WRITE && flags == 0 && len > 0 && len <= max_write && off <= size && len <= size - off;
 }
 
+/* The distinct activity-log extents of writes, in first-seen order: every one of them (a
+ * batch's activity-log check must see them all). */
+typedef struct {
+    uint64_t *v;
+    Py_ssize_t n, cap;
+} Extents;
+
+static int ext_add(Extents *x, uint64_t off, uint64_t len, uint64_t al_extent) {
+    for (uint64_t e = off / al_extent; e <= (off + len - 1) / al_extent; e++) {
+        Py_ssize_t k = x->n;
+        while (k > 0 && x->v[k - 1] != e) /* recent extents first: runs of writes cluster */
+            k--;
+        if (k > 0)
+            continue;
+        if (x->n == x->cap) {
+            Py_ssize_t cap = x->cap ? 2 * x->cap : 16;
+            uint64_t *v = PyMem_Realloc(x->v, (size_t)cap * sizeof(uint64_t));
+            if (v == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            x->v = v;
+            x->cap = cap;
+        }
+        x->v[x->n++] = e;
+    }
+    return 0;
+}
+
+static PyObject *ext_tuple(Extents *x) {
+    PyObject *t = PyTuple_New(x->n);
+    if (t == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < x->n; k++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(x->v[k]);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, k, v);
+    }
+    return t;
+}
+
 static PyObject *make_batch(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t data,
                             uint64_t al_extent) {
     PyObject *payload = PyBytes_FromStringAndSize(NULL, BATCH_HEAD + BATCH_ENTRY * n + data);
     PyObject *cookies = PyBytes_FromStringAndSize(NULL, 8 * n);
     PyObject *exts = NULL, *item = NULL;
-    uint64_t seen[MAX_EXTS];
-    Py_ssize_t nseen = 0;
+    Extents seen = {NULL, 0, 0};
     if (payload == NULL || cookies == NULL)
         goto fail;
     unsigned char *pp = (unsigned char *)PyBytes_AS_STRING(payload);
@@ -67,26 +111,16 @@ static PyObject *make_batch(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n
         memcpy(cp + 8 * i, h + 8, 8);
         memcpy(dp, h + REQ_SIZE, len);
         dp += len;
-        for (uint64_t x = off / al_extent; x <= (off + len - 1) / al_extent; x++) {
-            Py_ssize_t k = 0;
-            while (k < nseen && seen[k] != x)
-                k++;
-            if (k == nseen && nseen < MAX_EXTS)
-                seen[nseen++] = x;
-        }
+        if (ext_add(&seen, off, len, al_extent) < 0)
+            goto fail;
         pos += REQ_SIZE + len;
     }
-    exts = PyTuple_New(nseen);
+    exts = ext_tuple(&seen);
     if (exts == NULL)
         goto fail;
-    for (Py_ssize_t k = 0; k < nseen; k++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(seen[k]);
-        if (v == NULL)
-            goto fail;
-        PyTuple_SET_ITEM(exts, k, v);
-    }
     item = PyTuple_Pack(3, payload, cookies, exts);
 fail:
+    PyMem_Free(seen.v);
     Py_XDECREF(payload);
     Py_XDECREF(cookies);
     Py_XDECREF(exts);
@@ -159,24 +193,17 @@ out:
     return result;
 }
 
-static PyObject *fast_apply(PyObject *self, PyObject *args) {
-    int fd;
-    Py_buffer view;
-    unsigned long long size;
-    if (!PyArg_ParseTuple(args, "iy*K", &fd, &view, &size))
-        return NULL;
-    const unsigned char *p = (const unsigned char *)view.buf;
-    Py_ssize_t len = view.len, n = 0;
-    uint64_t total = 0;
-    PyObject *result = NULL;
+/* The whole batch is well formed and inside the volume: its number of writes, or -1 (ValueError). */
+static Py_ssize_t validate(const unsigned char *p, Py_ssize_t len, uint64_t size) {
     if (len < BATCH_HEAD) {
         PyErr_Format(PyExc_ValueError, "write batch of %zd bytes has no header", len);
-        goto out;
+        return -1;
     }
-    n = be32(p);
+    Py_ssize_t n = be32(p);
+    uint64_t total = 0;
     if (n < 1 || n > MAX_ENTRIES || be32(p + 4) != 0 || len < BATCH_HEAD + BATCH_ENTRY * n) {
         PyErr_Format(PyExc_ValueError, "write batch header invalid (%zd writes in %zd bytes)", n, len);
-        goto out;
+        return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         const unsigned char *e = p + BATCH_HEAD + BATCH_ENTRY * i;
@@ -184,16 +211,54 @@ static PyObject *fast_apply(PyObject *self, PyObject *args) {
         uint32_t l = be32(e + 8);
         if (l == 0 || be32(e + 12) != 0 || off > size || l > size - off) {
             PyErr_Format(PyExc_ValueError, "write %zd of a batch at %llu+%u is empty or beyond the volume (%llu)", i,
-                         (unsigned long long)off, l, size);
-            goto out;
+                         (unsigned long long)off, l, (unsigned long long)size);
+            return -1;
         }
         total += l;
     }
     if (total != (uint64_t)(len - BATCH_HEAD - BATCH_ENTRY * n)) {
         PyErr_Format(PyExc_ValueError, "write batch carries %zd data bytes, its table says %llu",
                      len - BATCH_HEAD - BATCH_ENTRY * n, (unsigned long long)total);
-        goto out;
+        return -1;
     }
+    return n;
+}
+
+static PyObject *fast_check(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    unsigned long long size, al_extent;
+    if (!PyArg_ParseTuple(args, "y*KK", &view, &size, &al_extent))
+        return NULL;
+    const unsigned char *p = (const unsigned char *)view.buf;
+    PyObject *result = NULL;
+    Extents seen = {NULL, 0, 0};
+    Py_ssize_t n = al_extent ? validate(p, view.len, size) : -1;
+    if (al_extent == 0)
+        PyErr_SetString(PyExc_ValueError, "check: activity-log extent of 0 bytes");
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *e = p + BATCH_HEAD + BATCH_ENTRY * i;
+        if (ext_add(&seen, be64(e), be32(e + 8), al_extent) < 0)
+            goto out;
+    }
+    if (n >= 0)
+        result = ext_tuple(&seen);
+out:
+    PyMem_Free(seen.v);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *fast_apply(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer view;
+    unsigned long long size;
+    if (!PyArg_ParseTuple(args, "iy*K", &fd, &view, &size))
+        return NULL;
+    const unsigned char *p = (const unsigned char *)view.buf;
+    PyObject *result = NULL;
+    Py_ssize_t n = validate(p, view.len, size);
+    if (n < 0)
+        goto out;
     int err = 0;
     if (fd < 0) { /* checked only */
         result = PyLong_FromSsize_t(n);
@@ -270,6 +335,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"scan", fast_scan, METH_VARARGS, "Frame NBD requests; group runs of plain writes into batches."},
+    {"check", fast_check, METH_VARARGS, "Validate a write batch; its activity-log extents."},
     {"apply", fast_apply, METH_VARARGS, "Validate a write batch, then write it to fd."},
     {"replies", fast_replies, METH_VARARGS, "Success replies for the given cookies."},
     {NULL, NULL, 0, NULL},

@@ -580,10 +580,10 @@ class Engine:
     def apply_batch(self, payload: bytes | memoryview) -> None:
         """Write a peer's write batch; ValueError when it is malformed (nothing written), OSError
         when this disk cannot (Diskless, or it failed)."""
-        fastpath.apply(-1, payload, self.size)  # fd -1: only checked (a malformed one is refused)
+        exts = fastpath.check(payload, self.size, AL_EXTENT)  # a malformed batch is refused, Diskless or not
         if self.diskless():
             raise OSError(EIO, "Diskless")
-        self._cover({e for offset, length in fastpath.entries(payload) for e in extents(offset, length)})
+        self._cover(exts)
         fastpath.apply(self.fd, payload, self.size)
 
     def _cover(self, exts: Iterable[int]) -> None:

@@ -14,9 +14,13 @@ extents it touches) or a request ``(cmd, flags, cookie, offset, length, data_sta
 stops at an incomplete request and at anything malformed (bad magic, a WRITE over 32 MiB),
 returning the position: ``nbdproto.parse_requests`` from there raises the protocol error.
 
-``apply(fd, payload, size)`` checks the whole batch (header, every range inside ``size``, the
-data length) before writing any of it (ValueError), then writes it (OSError on a disk error);
-with ``fd`` -1 it only checks. Returns the number of writes.
+``check(payload, size, al_extent)`` checks the whole batch (header, every range inside
+``size``, the data length; ValueError) and returns the distinct activity-log extents its writes
+touch (all of them, in first-seen order, as ``scan`` reports them).
+
+``apply(fd, payload, size)`` checks the whole batch the same way before writing any of it,
+then writes it (OSError on a disk error); with ``fd`` -1 it only checks. Returns the number of
+writes.
 
 ``replies(cookies, structured)`` is the success reply of every cookie, concatenated.
 """
@@ -66,12 +70,7 @@ def py_scan(
         head = [HEAD.pack(len(run), 0)] + [ENTRY.pack(o, n, 0) for _, o, n, _ in run]
         data = [bytes(buf[d : d + n]) for _, _, n, d in run]
         cookies = b"".join(c.to_bytes(8, "big") for c, _, _, _ in run)
-        exts: list[int] = []
-        for _, o, n, _ in run:
-            for x in range(o // al_extent, (o + n - 1) // al_extent + 1):
-                if x not in exts:
-                    exts.append(x)
-        items.append((b"".join(head + data), cookies, tuple(exts)))
+        items.append((b"".join(head + data), cookies, _extents(((o, n) for _, o, n, _ in run), al_extent)))
         run, run_bytes = [], 0
 
     while end - pos >= req.size:
@@ -98,6 +97,21 @@ def entries(payload: bytes | memoryview) -> list[tuple[int, int]]:
     """The (offset, length) of every write of a batch (its table, not checked: see ``apply``)."""
     (count, _) = HEAD.unpack_from(payload, 0)
     return [(o, n) for o, n, _ in ENTRY.iter_unpack(payload[HEAD.size : HEAD.size + ENTRY.size * count])]
+
+
+def _extents(writes: Any, al_extent: int) -> tuple[int, ...]:
+    exts: dict[int, None] = {}
+    for o, n in writes:
+        for x in range(o // al_extent, (o + n - 1) // al_extent + 1):
+            exts[x] = None
+    return tuple(exts)
+
+
+def py_check(payload: bytes | memoryview, size: int, al_extent: int) -> tuple[int, ...]:
+    if al_extent <= 0:
+        raise ValueError("check: activity-log extent of 0 bytes")
+    py_apply(-1, payload, size)
+    return _extents(entries(payload), al_extent)
 
 
 def py_apply(fd: int, payload: bytes | memoryview, size: int) -> int:
@@ -131,7 +145,7 @@ def py_replies(cookies: bytes, structured: bool) -> bytes:
     return b"".join(P.reply(c, 0, structured) for c in unpack_ids(cookies))
 
 
-scan, apply, replies = py_scan, py_apply, py_replies
+scan, check, apply, replies = py_scan, py_check, py_apply, py_replies
 COMPILED = False
 if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for comparisons
     try:
@@ -139,5 +153,5 @@ if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for co
     except ImportError:
         pass
     else:
-        scan, apply, replies = _fast.scan, _fast.apply, _fast.replies
+        scan, check, apply, replies = _fast.scan, _fast.check, _fast.apply, _fast.replies
         COMPILED = True

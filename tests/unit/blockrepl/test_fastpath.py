@@ -22,6 +22,7 @@ AL = 64 << 10
 def test_the_compiled_loops_are_loaded() -> None:
     """The benchmark and the system tests measure the compiled path: `make venv` builds it."""
     assert F.scan is F._fast.scan and F.apply is F._fast.apply and F.replies is F._fast.replies
+    assert F.check is F._fast.check
 
 
 def request(cmd: int, flags: int, cookie: int, offset: int, length: int, data: bytes = b"") -> bytes:
@@ -141,3 +142,30 @@ def test_apply_agrees_with_the_reference_on_any_bytes(payload: bytes) -> None:
             except ValueError:
                 outcomes.append(("refused", None))
         assert outcomes[0] == outcomes[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(max_size=200), al=st.sampled_from([1, 7, 4096]))
+def test_check_agrees_with_the_reference_on_any_bytes(payload: bytes, al: int) -> None:
+    outcomes = []
+    for check in (F._fast.check, F.py_check):
+        try:
+            outcomes.append(("ok", check(payload, 4096, al)))
+        except ValueError:
+            outcomes.append(("refused", None))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_every_extent_of_a_batch_is_reported() -> None:
+    """256 writes, each across a different extent boundary: 512 extents. The activity log must
+    see every one (a batch whose extents were cut short could land outside the log)."""
+    size = 600 * AL
+    writes = [(2 * k * AL - 2, b"ab" * 2) for k in range(1, 257)]
+    want = tuple(x for k in range(1, 257) for x in (2 * k - 1, 2 * k))
+    assert len(set(want)) == 512
+    assert F._fast.check(batch(writes), size, AL) == want == F.py_check(batch(writes), size, AL)
+    buf = bytearray(b"".join(request(P.CMD_WRITE, 0, i, o, len(d), d) for i, (o, d) in enumerate(writes)))
+    args = (0, len(buf), size, AL, 64 << 10, 256, 1 << 20)
+    items, _ = F._fast.scan(buf, *args)
+    assert len(items) == 1 and items[0][2] == want
+    assert (items, len(buf)) == F.py_scan(buf, *args)
