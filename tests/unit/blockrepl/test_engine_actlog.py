@@ -126,3 +126,26 @@ def _batch(writes: list[tuple[int, int]]) -> bytes:
 
     table = b"".join(fastpath.ENTRY.pack(o, n, 0) for o, n in writes)
     return fastpath.HEAD.pack(len(writes), 0) + table + b"".join(b"\x55" * n for _, n in writes)
+
+
+def test_an_orderly_stop_empties_the_activity_log_only_after_the_data_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    async def run() -> None:
+        eng = _engine(tmp_path)
+        try:
+            eng.role = E.PRIMARY
+            assert await _write(eng, 3 * AL_EXTENT) == 0
+            real_sync, real_save = os.fdatasync, eng.backing.store.save_al
+            monkeypatch.setattr(E.os, "fdatasync", lambda fd: (calls.append("data-sync" if fd == eng.fd else "x"),
+                                                               real_sync(fd)))  # fmt: skip
+            monkeypatch.setattr(eng.backing.store, "save_al", lambda a, sync=True: (calls.append(f"save-al {a}"),
+                                                                                    real_save(a, sync=sync)))  # fmt: skip
+            eng.close_clean()
+        finally:
+            eng.backing.close()
+
+    asyncio.run(run())
+    assert "save-al []" in calls and "data-sync" in calls[: calls.index("save-al []")], calls
