@@ -46,6 +46,22 @@ def _write(eng: E.Engine, offset: int) -> asyncio.Future[int]:
     return done
 
 
+def _observe(eng: E.Engine, monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    """Record the engine's data syncs and activity-log saves (then do them), in order."""
+    real_sync, real_save = os.fdatasync, eng.backing.store.save_al
+
+    def fdatasync(fd: int) -> None:
+        calls.append("data-sync" if fd == eng.fd else "other-sync")
+        real_sync(fd)
+
+    def save_al(active: list[int], sync: bool = True) -> None:
+        calls.append(f"save-al {sorted(active)}")
+        real_save(active, sync=sync)
+
+    monkeypatch.setattr(E.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(eng.backing.store, "save_al", save_al)
+
+
 @pytest.mark.parametrize("evicting", [True, False])
 def test_an_extent_leaves_the_activity_log_only_after_its_data_is_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, evicting: bool
@@ -57,18 +73,7 @@ def test_an_extent_leaves_the_activity_log_only_after_its_data_is_durable(
         try:
             eng.role = E.PRIMARY
             eng.al = ActivityLog(2 if evicting else 8)
-            real_sync, real_save = os.fdatasync, eng.backing.store.save_al
-
-            def fdatasync(fd: int) -> None:
-                calls.append("data-sync" if fd == eng.fd else "other-sync")
-                real_sync(fd)
-
-            def save_al(active: list[int], sync: bool = True) -> None:
-                calls.append(f"save-al {sorted(active)}")
-                real_save(active, sync=sync)
-
-            monkeypatch.setattr(E.os, "fdatasync", fdatasync)
-            monkeypatch.setattr(eng.backing.store, "save_al", save_al)
+            _observe(eng, monkeypatch, calls)
             for ext in (0, 1):
                 assert await _write(eng, ext * AL_EXTENT) == 0
             calls.clear()
@@ -138,11 +143,7 @@ def test_an_orderly_stop_empties_the_activity_log_only_after_the_data_is_durable
         try:
             eng.role = E.PRIMARY
             assert await _write(eng, 3 * AL_EXTENT) == 0
-            real_sync, real_save = os.fdatasync, eng.backing.store.save_al
-            monkeypatch.setattr(E.os, "fdatasync", lambda fd: (calls.append("data-sync" if fd == eng.fd else "x"),
-                                                               real_sync(fd)))  # fmt: skip
-            monkeypatch.setattr(eng.backing.store, "save_al", lambda a, sync=True: (calls.append(f"save-al {a}"),
-                                                                                    real_save(a, sync=sync)))  # fmt: skip
+            _observe(eng, monkeypatch, calls)
             eng.close_clean()
         finally:
             eng.backing.close()
