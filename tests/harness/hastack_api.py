@@ -17,7 +17,7 @@ import yaml
 
 from harness import binaries
 from harness.controlplane import ControlPlane
-from harness.procs import Child, Supervisor, free_port, run, wait_for
+from harness.procs import Child, Supervisor, Timeout, free_port, run, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
@@ -101,7 +101,12 @@ class OperatorProcess:
         return self.child.log_path.read_text(errors="replace") if self.child else ""
 
     def wait_log(self, text: str, timeout: float = 60.0) -> None:
-        wait_for(lambda: text in self.log(), timeout, f"{self.name} to log {text!r}\n{self.tail()}")
+        try:
+            wait_for(lambda: text in self.log(), timeout, f"{self.name} to log {text!r}")
+        except Timeout as exc:
+            state = "running" if self.running() else f"exited {self.child.proc.returncode if self.child else None}"
+            raise Timeout(f"{exc}; the process is {state}, its log ({self.child.log_path if self.child else '-'}):"
+                          f"\n{self.tail()}") from None
 
     def tail(self, lines: int = 40) -> str:
         return self.child.tail(lines) if self.child else ""
