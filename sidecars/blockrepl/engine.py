@@ -622,7 +622,7 @@ class Engine:
         self.sb.current = current
         hist = [int(h) for h in history][:2]
         self.sb.history = hist + [0] * (2 - len(hist))
-        self.spawn(self.persist())
+        self.spawn(self.persist_quietly())
 
     # ---- status ---------------------------------------------------------------------------
     def day0(self) -> bool:

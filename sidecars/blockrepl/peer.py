@@ -212,7 +212,7 @@ class PeerLink:
         self.engine.release(f"handshake:{self.node_id}")
         self.engine.set_congested(self.node_id, False)
         self.engine.peer_lost(self.node_id, was)
-        self.engine.spawn(self.engine.persist())
+        self.engine.spawn(self.engine.persist_quietly())
         log.warning("peer connection lost", extra=kv(peer=self.node_id, reason=why))
         self.engine.events.publish("peer-lost", peer=self.node_id, reason=why)
         self.wake.set()
@@ -341,7 +341,7 @@ class PeerLink:
             self.repl = "Established"
             if e.sb.disk_state == OUTDATED and self.peer_disk == UP_TO_DATE:
                 e.sb.disk_state = UP_TO_DATE  # same generation as an UpToDate peer: nothing was missed
-                e.spawn(e.persist())
+                e.spawn(e.persist_quietly())
                 e.m.update(e)
             e.peer_established(self.node_id)
             self._adopt_if_follower()

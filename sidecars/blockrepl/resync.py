@@ -134,7 +134,7 @@ def on_rs_done(link: PeerLink, msg: dict[str, Any]) -> None:
         e.bitmaps[link.node_id].clear_all()
         e.bm_dirty.add(link.node_id)
         link.repl, link.peer_disk = "Established", UP_TO_DATE
-        e.spawn(e.persist())
+        e.spawn(e.persist_quietly())
         assert link.proto is not None
         link.proto.send(link.proto.enc.json(W.RS_DONE, {"current": e.sb.current, "history": e.sb.history}))
         sync_finished(link)
@@ -147,7 +147,7 @@ def on_rs_done(link: PeerLink, msg: dict[str, Any]) -> None:
         e.sb.disk_state = UP_TO_DATE
         link.repl = "Established"
         e.crashed_primary = False
-        e.spawn(e.persist())
+        e.spawn(e.persist_quietly())
         e.m.update(e)
         e.announce()
         sync_finished(link)
@@ -205,12 +205,29 @@ async def _run_target(link: PeerLink, bits: Bitmap) -> None:
         await limiter.take(length)
         if link.proto is not proto or proto is None:
             return
+        try:
+            mine = digest(e.read_raw(off, length))
+        except OSError as exc:
+            disk_failed(link, "resync read", exc)
+            return
         link.rs_outstanding += 1
-        proto.send(proto.enc.encode(W.RS_REQ, digest(e.read_raw(off, length)), id=length, offset=off))
+        proto.send(proto.enc.encode(W.RS_REQ, mine, id=length, offset=off))
     for _ in range(WINDOW):  # every answer is in once the whole window is free again
         await link.rs_window.acquire()
     if link.proto is proto and proto is not None:
         proto.send(proto.enc.json(W.RS_DONE, {}))
+
+
+def disk_failed(link: PeerLink, what: str, exc: OSError) -> None:
+    """The SyncTarget's own disk failed under the resync: it detaches (whatever ``onIoError``
+    says: there is no client to pass the error to, and a kept disk would fail the resync again
+    at every reconnect) and the connection closes; the replica stays out of the sync."""
+    e = link.engine
+    if not e.diskless():
+        e.io_error(what, exc)
+        e.detach(f"{what} error: {exc}", always=True)
+    if link.proto is not None:
+        link.proto.abort(f"{what} failed on this replica's disk: {exc}")
 
 
 def on_rs_reply(link: PeerLink, f: W.Frame) -> None:
@@ -220,7 +237,11 @@ def on_rs_reply(link: PeerLink, f: W.Frame) -> None:
     if f.type == W.RS_DATA:
         if len(f.payload) != f.id:
             raise W.WireError("resync data length mismatch")
-        e.apply_remote(f.offset, f.payload, f.id)
+        try:
+            e.apply_remote(f.offset, f.payload, f.id)
+        except OSError as exc:
+            disk_failed(link, "resync write", exc)
+            return
     e.bitmaps[link.node_id].clear(f.offset, f.id)
     e.bm_dirty.add(link.node_id)
     assert link.proto is not None

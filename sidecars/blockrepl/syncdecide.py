@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hastack_blockrepl.meta import DAY0, INCONSISTENT, OUTDATED, UP_TO_DATE
+from hastack_blockrepl.meta import DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 
 NONE, SOURCE, TARGET, DISCONNECT = "none", "sync-source", "sync-target", "disconnect"
 
@@ -165,6 +165,9 @@ def _resolve(local: Side, peer: Side, policy: Policy) -> tuple[bool | None, bool
 
 
 def decide_sync(local: Side, peer: Side, policy: Policy = Policy()) -> Decision:
+    if DISKLESS in (local.disk, peer.disk):  # nothing to sync to or from; writes skip it, marked
+        gone = local.node_id if local.disk == DISKLESS else peer.node_id
+        return Decision(NONE, False, False, f"node {gone} is Diskless: it takes no part in a sync until it attaches")
     kind, full, why = compare(local, peer)
     if kind == "unrelated":
         return Decision(DISCONNECT, True, False, why)

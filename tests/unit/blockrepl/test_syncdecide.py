@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hastack_blockrepl.meta import DAY0, INCONSISTENT, OUTDATED, UP_TO_DATE
+from hastack_blockrepl.meta import DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.syncdecide import DISCONNECT, NONE, SOURCE, TARGET, Policy, Side, decide_sync
 
 A, B, C, D = 0x1000, 0x2000, 0x3000, 0x4000
@@ -39,6 +39,8 @@ CASES = [
     ("crashed-primary-rebooted", side(0, A, crashed_primary=True, changes=5, disk=OUTDATED), side(1, A), Policy(),
      TARGET, False, False),
     ("inconsistent-same", side(0, A, disk=INCONSISTENT), side(1, A), Policy(), TARGET, False, False),
+    ("diskless-local", side(0, A, disk=DISKLESS), side(1, B, A), Policy(), NONE, False, False),
+    ("diskless-peer", side(0, B, A, changes=9), side(1, A, disk=DISKLESS), Policy(), NONE, False, False),
     ("unrelated", side(0, A), side(1, B), Policy(), DISCONNECT, True, False),
     ("sb-0pri-disconnect", side(0, B, A), side(1, C, A), Policy(), DISCONNECT, False, True),
     ("sb-history", side(0, B, 0, (A, 0)), side(1, C, 0, (A, 0)), Policy(), DISCONNECT, True, True),
@@ -164,7 +166,7 @@ sides = st.builds(
     uuids,
     uuids,
     uuids,
-    st.sampled_from([UP_TO_DATE, INCONSISTENT, OUTDATED]),
+    st.sampled_from([UP_TO_DATE, INCONSISTENT, OUTDATED, DISKLESS]),
     st.booleans(),
     st.sampled_from([0.0, 1.0, 2.0]),
     st.integers(0, 3),
