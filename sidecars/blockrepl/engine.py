@@ -96,23 +96,23 @@ class Engine:
         boot = boot_id()
         rebooted = self.sb.boot_id != boot
         self.sb.boot_id = boot
-        if not self.sb.clean and self.sb.primary:
-            self.crashed_primary = True
+        unclean = not self.sb.clean
+        self.crashed_primary = unclean and self.sb.primary
+        if self.crashed_primary or (unclean and rebooted):
+            # A crashed Primary's log lists writes its peers may lack; after a reboot (the page
+            # cache gone) any replica's log lists writes this disk may lack.
             self._merge_al(active)
             log.warning(
-                "recovering a crashed Primary: activity log merged into bitmaps",
-                extra=kv(extents=len(active)),
+                "recovering after an unclean stop: activity log merged into bitmaps",
+                extra=kv(extents=len(active), was_primary=self.sb.primary, rebooted=rebooted),
             )
-        elif not self.sb.clean and rebooted and active:
-            self._merge_al(active)
-        if not self.sb.clean and rebooted and active and self.sb.disk_state == UP_TO_DATE:
-            # Writes are acknowledged once in the page cache (durable at the next FLUSH). The node
-            # restarted without a clean stop, so acknowledged writes in these extents may never
-            # have reached this disk, while a peer that stayed up holds them: resync them from it.
+        if unclean and rebooted and active and self.sb.disk_state == UP_TO_DATE:
+            # Writes are acknowledged once in the page cache (durable at the next FLUSH): a peer
+            # that stayed up holds some this disk may lack. Resync them from it.
             self.sb.disk_state = OUTDATED
             log.warning(
-                "the node restarted without a clean stop of this replica: its activity log is merged "
-                "into the bitmaps and the disk is Outdated until a peer resyncs those extents",
+                "the node restarted without a clean stop of this replica: the disk is Outdated until "
+                "a peer resyncs its activity log's extents",
                 extra=kv(extents=len(active)),
             )
         if self.sb.disk_state == DISKLESS:  # detached after I/O errors: its data cannot be trusted
