@@ -232,16 +232,20 @@ static PyObject *fast_check(PyObject *self, PyObject *args) {
     const unsigned char *p = (const unsigned char *)view.buf;
     PyObject *result = NULL;
     Extents seen = {NULL, 0, 0};
-    Py_ssize_t n = al_extent ? validate(p, view.len, size) : -1;
-    if (al_extent == 0)
+    Py_ssize_t n = -1;
+    if (al_extent == 0) {
         PyErr_SetString(PyExc_ValueError, "check: activity-log extent of 0 bytes");
+        goto out;
+    }
+    n = validate(p, view.len, size);
+    if (n < 0)
+        goto out;
     for (Py_ssize_t i = 0; i < n; i++) {
         const unsigned char *e = p + BATCH_HEAD + BATCH_ENTRY * i;
         if (ext_add(&seen, be64(e), be32(e + 8), al_extent) < 0)
             goto out;
     }
-    if (n >= 0)
-        result = ext_tuple(&seen);
+    result = ext_tuple(&seen);
 out:
     PyMem_Free(seen.v);
     PyBuffer_Release(&view);
@@ -260,10 +264,6 @@ static PyObject *fast_apply(PyObject *self, PyObject *args) {
     if (n < 0)
         goto out;
     int err = 0;
-    if (fd < 0) { /* checked only */
-        result = PyLong_FromSsize_t(n);
-        goto out;
-    }
     Py_BEGIN_ALLOW_THREADS
     const unsigned char *d = p + BATCH_HEAD + BATCH_ENTRY * n;
     for (Py_ssize_t i = 0; i < n && !err; i++) {

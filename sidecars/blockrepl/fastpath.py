@@ -19,8 +19,7 @@ returning the position: ``nbdproto.parse_requests`` from there raises the protoc
 touch (all of them, in first-seen order, as ``scan`` reports them).
 
 ``apply(fd, payload, size)`` checks the whole batch the same way before writing any of it,
-then writes it (OSError on a disk error); with ``fd`` -1 it only checks. Returns the number of
-writes.
+then writes it (OSError on a disk error). Returns the number of writes.
 
 ``replies(cookies, structured)`` is the success reply of every cookie, concatenated.
 """
@@ -107,15 +106,8 @@ def _extents(writes: Any, al_extent: int) -> tuple[int, ...]:
     return tuple(exts)
 
 
-def py_check(payload: bytes | memoryview, size: int, al_extent: int) -> tuple[int, ...]:
-    if al_extent <= 0:
-        raise ValueError("check: activity-log extent of 0 bytes")
-    py_apply(-1, payload, size)
-    return _extents(entries(payload), al_extent)
-
-
-def py_apply(fd: int, payload: bytes | memoryview, size: int) -> int:
-    mv = memoryview(payload)
+def _validate(mv: memoryview, size: int) -> list[tuple[int, int, int]]:
+    """The batch's table, once the whole batch is known to be well formed (else ValueError)."""
     if len(mv) < HEAD.size:
         raise ValueError(f"write batch of {len(mv)} bytes has no header")
     count, zero = HEAD.unpack_from(mv, 0)
@@ -130,13 +122,23 @@ def py_apply(fd: int, payload: bytes | memoryview, size: int) -> int:
         total += n
     if total != len(mv) - table:
         raise ValueError(f"write batch carries {len(mv) - table} data bytes, its table says {total}")
-    if fd < 0:
-        return count
-    pos = table
+    return ents
+
+
+def py_check(payload: bytes | memoryview, size: int, al_extent: int) -> tuple[int, ...]:
+    if al_extent <= 0:
+        raise ValueError("check: activity-log extent of 0 bytes")
+    return _extents(((o, n) for o, n, _ in _validate(memoryview(payload), size)), al_extent)
+
+
+def py_apply(fd: int, payload: bytes | memoryview, size: int) -> int:
+    mv = memoryview(payload)
+    ents = _validate(mv, size)
+    pos = HEAD.size + ENTRY.size * len(ents)
     for o, n, _ in ents:
         iozero.pwrite_all(fd, mv[pos : pos + n], o)
         pos += n
-    return count
+    return len(ents)
 
 
 def py_replies(cookies: bytes, structured: bool) -> bytes:
