@@ -365,15 +365,13 @@ class Engine:
             else:
                 iozero.zero_range(self.fd, offset, length, punch=op == "trim")
 
-        started = self._start(op, done, send, write_local, lambda: ((offset, length),))
-        if started is None:
+        exts = tuple(extents(offset, length))
+        p = Pending(offset, length, done, set(), True, t0=time.perf_counter(), op=op, exts=exts)
+        wid = self._start(p, send, write_local)
+        if wid is None:
             return
-        wid, sent, local_ok = started
         self.counters["writes" if op == "write" else ("trims" if op == "trim" else "zeroes")] += 1
-        p = Pending(offset, length, done, sent, self.protocol != "A" or not local_ok, t0=time.perf_counter(), op=op,
-                    exts=tuple(extents(offset, length)))  # fmt: skip
-        self._track(wid, p, local_ok)
-        if fua and local_ok:
+        if fua and p.local_ok:
             p.local_done = False
             self.spawn(self._local_sync(wid))
         self._progress(wid, p)
@@ -392,38 +390,27 @@ class Engine:
         :meth:`batching` says no, or an extent is not in the activity log yet."""
         if not self.batching() or not self.al.covers(exts):
             return False
+
         def send(link: Link, wid: int) -> None:
             link.send_writes(wid, payload)
 
-        started = self._start(
-            "write", done, send, lambda: fastpath.apply(self.fd, payload, self.size), lambda: fastpath.entries(payload)
-        )
-        if started is None:
+        data = len(payload) - fastpath.HEAD.size - fastpath.ENTRY.size * count
+        p = Pending(0, data, done, set(), True, t0=time.perf_counter(), batch=payload, exts=exts, count=count)
+        wid = self._start(p, send, lambda: fastpath.apply(self.fd, payload, self.size))
+        if wid is None:
             return True
-        wid, sent, local_ok = started
         self.counters["writes"] += count
         self.counters["write_batches"] += 1
-        data = len(payload) - fastpath.HEAD.size - fastpath.ENTRY.size * count
-        p = Pending(0, data, done, sent, self.protocol != "A" or not local_ok, t0=time.perf_counter(), batch=payload,
-                    exts=exts, count=count)  # fmt: skip
-        self._track(wid, p, local_ok)
         self._progress(wid, p)
         return True
 
-    def _start(
-        self,
-        op: str,
-        done: Done,
-        send: Callable[[Link, int], None],
-        write_local: Callable[[], object],
-        ranges: Callable[[], Iterable[tuple[int, int]]],
-    ) -> tuple[int, set[int], bool] | None:
+    def _start(self, p: Pending, send: Callable[[Link, int], None], write_local: Callable[[], object]) -> int | None:
         """A client write's first half: a new id, sent to every replicating peer first, then
-        written locally. Returns (id, the peers it was sent to, whether the local write took);
-        None when it cannot be done anywhere (answered EIO). With ``onIoError: pass-on`` a failed
-        local write is answered EIO and its ``ranges()`` are marked out of sync with every peer:
-        the peers it reached hold data this disk may not, and a resync from here makes them
-        agree again."""
+        written locally, then kept until its peers answer (blocks marked for every peer it was
+        not sent to, its activity-log extents busy). Returns the id; None when it was answered
+        at once: EIO when it cannot be done anywhere, or — with ``onIoError: pass-on`` — when
+        the local write failed, its ranges then marked out of sync with every peer (those it
+        reached hold data this disk may not; a resync from here makes them agree again)."""
         wid = self.next_id
         self.next_id += 1
         targets = [link for link in self.links.values() if link.replicating]
@@ -434,28 +421,25 @@ class Engine:
             try:
                 write_local()
             except OSError as exc:
-                self.io_error(op, exc)
-                if not self.detach(f"{op} error: {exc}"):
+                self.io_error(p.op, exc)
+                if not self.detach(f"{p.op} error: {exc}"):
                     for pid in self.bitmaps:
-                        self._mark(pid, ranges())
-                    done(EIO)
+                        self._mark(pid, p.ranges())
+                    p.done(EIO)
                     return None
                 local_ok = False
         if not local_ok and not targets:
-            done(EIO)
+            p.done(EIO)
             return None
-        return wid, {link.node_id for link in targets}, local_ok
-
-    def _track(self, wid: int, p: Pending, local_ok: bool) -> None:
-        """Keep a started write until its peers answer: blocks marked for every peer it was not
-        sent to, its activity-log extents busy."""
+        p.peers = {link.node_id for link in targets}
+        p.local_ok, p.wait_peers = local_ok, self.protocol != "A" or not local_ok
         for pid in self.bitmaps:
             if pid not in p.peers:
                 self._mark(pid, p.ranges())
         self.al.begin(p.exts)
-        p.local_ok = local_ok
         self.pending[wid] = p
         self._idle.clear()
+        return wid
 
     def _mark(self, pid: int, ranges: Iterable[tuple[int, int]]) -> None:
         """The blocks of ``ranges`` are out of sync with peer ``pid``."""
