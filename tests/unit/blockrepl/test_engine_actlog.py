@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from hastack_blockrepl import engine as E
+from hastack_blockrepl import fastpath
 from hastack_blockrepl.actlog import ActivityLog
 from hastack_blockrepl.disk import attach
 from hastack_blockrepl.metrics import Metrics
@@ -38,6 +40,20 @@ def _engine(tmp_path: Path) -> E.Engine:
     eng = E.Engine(cfg, backing, sb, EventBus(), Metrics("r0"))
     eng.load()
     return eng
+
+
+def _on_primary(tmp_path: Path, body: Callable[[E.Engine], Awaitable[None]]) -> None:
+    """Run ``body`` on a Primary engine over a real backing file, then close the file."""
+
+    async def run() -> None:
+        eng = _engine(tmp_path)
+        try:
+            eng.role = E.PRIMARY
+            await body(eng)
+        finally:
+            eng.backing.close()
+
+    asyncio.run(run())
 
 
 def _write(eng: E.Engine, offset: int) -> asyncio.Future[int]:
@@ -68,20 +84,15 @@ def test_an_extent_leaves_the_activity_log_only_after_its_data_is_durable(
 ) -> None:
     calls: list[str] = []
 
-    async def run() -> None:
-        eng = _engine(tmp_path)
-        try:
-            eng.role = E.PRIMARY
-            eng.al = ActivityLog(2 if evicting else 8)
-            _observe(eng, monkeypatch, calls)
-            for ext in (0, 1):
-                assert await _write(eng, ext * AL_EXTENT) == 0
-            calls.clear()
-            assert await _write(eng, 2 * AL_EXTENT) == 0  # a third extent: one must go when there are 2 slots
-        finally:
-            eng.backing.close()
+    async def body(eng: E.Engine) -> None:
+        eng.al = ActivityLog(2 if evicting else 8)
+        _observe(eng, monkeypatch, calls)
+        for ext in (0, 1):
+            assert await _write(eng, ext * AL_EXTENT) == 0
+        calls.clear()
+        assert await _write(eng, 2 * AL_EXTENT) == 0  # a third extent: one must go when there are 2 slots
 
-    asyncio.run(run())
+    _on_primary(tmp_path, body)
     saves = [i for i, c in enumerate(calls) if c.startswith("save-al")]
     assert len(saves) == 1, calls
     if evicting:
@@ -127,8 +138,6 @@ def test_a_secondary_whose_node_restarted_resyncs_its_activity_log(
 
 
 def _batch(writes: list[tuple[int, int]]) -> bytes:
-    from hastack_blockrepl import fastpath
-
     table = b"".join(fastpath.ENTRY.pack(o, n, 0) for o, n in writes)
     return fastpath.HEAD.pack(len(writes), 0) + table + b"".join(b"\x55" * n for _, n in writes)
 
@@ -138,15 +147,10 @@ def test_an_orderly_stop_empties_the_activity_log_only_after_the_data_is_durable
 ) -> None:
     calls: list[str] = []
 
-    async def run() -> None:
-        eng = _engine(tmp_path)
-        try:
-            eng.role = E.PRIMARY
-            assert await _write(eng, 3 * AL_EXTENT) == 0
-            _observe(eng, monkeypatch, calls)
-            eng.close_clean()
-        finally:
-            eng.backing.close()
+    async def body(eng: E.Engine) -> None:
+        assert await _write(eng, 3 * AL_EXTENT) == 0
+        _observe(eng, monkeypatch, calls)
+        eng.close_clean()
 
-    asyncio.run(run())
+    _on_primary(tmp_path, body)
     assert "save-al []" in calls and "data-sync" in calls[: calls.index("save-al []")], calls
