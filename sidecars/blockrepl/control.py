@@ -8,7 +8,7 @@ from typing import Any
 
 from hastack_blockrepl.disk import AttachError
 from hastack_blockrepl.engine import PRIMARY, SECONDARY, Engine
-from hastack_blockrepl.meta import DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
+from hastack_blockrepl.meta import CONSISTENT, DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.nbd import NbdServer
 from hastack_blockrepl.nbdproto import ESHUTDOWN
 from hastack_blockrepl.peer import PeerLink
@@ -77,9 +77,12 @@ class Control:
             raise CommandError("refusing to become Primary: no local disk (Diskless); attach it first")
         if disk != UP_TO_DATE:
             if not force:
+                why = f"local disk is {disk}"
+                if disk == CONSISTENT:
+                    why += (" (its node restarted: a peer that stayed up may hold acknowledged writes it "
+                            "lacks; connecting to any peer decides)")
                 raise CommandError(
-                    f"refusing to become Primary: local disk is {disk}; use --force to override "
-                    "(acknowledged writes may be lost)"
+                    f"refusing to become Primary: {why}; use --force to override (acknowledged writes may be lost)"
                 )
             e.sb.disk_state = UP_TO_DATE
         e.role = PRIMARY

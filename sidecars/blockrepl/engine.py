@@ -25,10 +25,10 @@ from hastack_blockrepl.gate import Done, WriteGate
 from hastack_blockrepl.inflight import Link, Pending
 from hastack_blockrepl.meta import (
     AL_SLOTS,
+    CONSISTENT,
     DAY0,
     DISKLESS,
     INCONSISTENT,
-    OUTDATED,
     UP_TO_DATE,
     Super,
     boot_id,
@@ -106,13 +106,15 @@ class Engine:
                 "recovering after an unclean stop: activity log merged into bitmaps",
                 extra=kv(extents=len(active), was_primary=self.sb.primary, rebooted=rebooted),
             )
-        if unclean and rebooted and active and self.sb.disk_state == UP_TO_DATE:
+        if unclean and rebooted and active and self.sb.disk_state == UP_TO_DATE and self.cfg.peers:
             # Writes are acknowledged once in the page cache (durable at the next FLUSH): a peer
-            # that stayed up holds some this disk may lack. Resync them from it.
-            self.sb.disk_state = OUTDATED
+            # that stayed up may hold some this disk lacks (it resyncs them from that peer); a
+            # peer that went down too holds none this disk needs (then this one may be the source).
+            self.sb.disk_state = CONSISTENT
             log.warning(
-                "the node restarted without a clean stop of this replica: the disk is Outdated until "
-                "a peer resyncs its activity log's extents",
+                "the node restarted without a clean stop of this replica: the disk is Consistent, "
+                "not UpToDate, until a peer connects (a peer that stayed up resyncs the activity "
+                "log's extents to it)",
                 extra=kv(extents=len(active)),
             )
         if self.sb.disk_state == DISKLESS:  # detached after I/O errors: its data cannot be trusted

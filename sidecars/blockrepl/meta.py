@@ -33,6 +33,9 @@ DAY0 = 4  # DRBD's UUID_JUST_CREATED: a volume nobody has written yet
 AL_SLOTS = 1000  # extents in the activity log (4 MiB each: up to ~4 GiB of "hot" area)
 
 UP_TO_DATE, INCONSISTENT, OUTDATED, DISKLESS = "UpToDate", "Inconsistent", "Outdated", "Diskless"
+# DRBD's Consistent: data that was UpToDate when its node went down uncleanly (a reboot lost the
+# page cache); whether it is UpToDate or Outdated is decided when a peer connects.
+CONSISTENT = "Consistent"
 
 
 class MetadataError(Exception):
@@ -78,7 +81,10 @@ class Super:
         return len(self.peers) - 1, self.peers[-1]
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        d = asdict(self)
+        if self.disk_state == CONSISTENT:  # stored as Outdated + a flag: a replica that predates
+            d["disk_state"], d["consistent"] = OUTDATED, True  # the state reads its safe side
+        return json.dumps(d, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> Super:
@@ -90,6 +96,8 @@ class Super:
                 "upgrade this replica"
             )
         d["peers"] = [PeerSlot(**p) for p in d.get("peers", [])]
+        if d.pop("consistent", False) and d.get("disk_state") == OUTDATED:
+            d["disk_state"] = CONSISTENT
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.utils import floatToGoString
 
 ROLES = ("Primary", "Secondary")
-DISKS = ("UpToDate", "Inconsistent", "Outdated", "Diskless")
+DISKS = ("UpToDate", "Consistent", "Inconsistent", "Outdated", "Diskless")
 CONNECTIONS = ("StandAlone", "Connecting", "Connected")
 REPLICATIONS = ("Off", "Established", "SyncSource", "SyncTarget")
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)

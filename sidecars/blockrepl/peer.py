@@ -19,7 +19,7 @@ from hastack_blockrepl import disk, resync
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.engine import PRIMARY
-from hastack_blockrepl.meta import DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
+from hastack_blockrepl.meta import CONSISTENT, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.resync import WINDOW, Progress, digest, sync_set
 from hastack_blockrepl.syncdecide import DISCONNECT, NONE, SOURCE, TARGET, Decision, Policy, Side, decide_sync
 from hastack_common.logs import kv
@@ -242,12 +242,17 @@ class PeerLink:
 
     # ---- handshake: state, bitmaps, decision ------------------------------------------------
     def _state(self) -> dict[str, Any]:
+        """This replica as the handshake and its updates describe it to this peer (and as this
+        side's own sync decision sees it: the same facts on both sides)."""
         e, sb = self.engine, self.engine.sb
+        disk = sb.disk_state
+        if disk == CONSISTENT and (self.proto is None or self.proto.version < W.VERSION_CONSISTENT):
+            disk = OUTDATED  # a peer that predates Consistent decides as for Outdated: so does this side
         return {
             "current": sb.current,
             "bitmap": e.bitmap_uuid(self.node_id),
             "history": sb.history,
-            "disk": sb.disk_state,
+            "disk": disk,
             "role": e.role,
             "primary_since": sb.primary_since,
             "changes": e.bitmaps[self.node_id].count(),
@@ -339,13 +344,13 @@ class PeerLink:
         self.split_brain, self.standalone_reason = False, ""
         if d.action == NONE:
             self.repl = "Established"
-            if e.sb.disk_state == OUTDATED and self.peer_disk == UP_TO_DATE:
-                e.sb.disk_state = UP_TO_DATE  # same generation as an UpToDate peer: nothing was missed
-                e.spawn(e.persist_quietly())
-                e.m.update(e)
+            if e.sb.disk_state in (OUTDATED, CONSISTENT) and self.peer_disk == UP_TO_DATE:
+                self._up_to_date("same generation as an UpToDate peer, nothing marked: nothing was missed")
             e.peer_established(self.node_id)
             self._adopt_if_follower()
         elif d.action == SOURCE:
+            if e.sb.disk_state == CONSISTENT:  # what the peer has, this replica has too: the data to keep
+                self._up_to_date(f"sync source for node {self.node_id} ({d.reason})")
             self.repl, self.peer_disk = "SyncSource", INCONSISTENT
             self.progress = Progress(total=self._sync_bits(d).count() * 4096)
             e.peer_established(self.node_id)
@@ -354,6 +359,15 @@ class PeerLink:
             e.sb.disk_state = INCONSISTENT
             e.m.update(e)
             self.resync_task = e.spawn(resync.run_target(self, self._sync_bits(d)))
+
+    def _up_to_date(self, why: str) -> None:
+        e = self.engine
+        was, e.sb.disk_state = e.sb.disk_state, UP_TO_DATE
+        log.warning("disk is UpToDate", extra=kv(was=was, peer=self.node_id, reason=why))
+        e.events.publish("disk", disk=UP_TO_DATE, was=was, reason=why)
+        e.spawn(e.persist_quietly())
+        e.m.update(e)
+        e.announce()
 
     def _sync_bits(self, d: Decision) -> Bitmap:
         e = self.engine

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hastack_blockrepl.meta import DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
+from hastack_blockrepl.meta import CONSISTENT, DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 
 NONE, SOURCE, TARGET, DISCONNECT = "none", "sync-source", "sync-target", "disconnect"
 
@@ -50,6 +50,12 @@ class Decision:
         return Decision(flip, self.full, self.split_brain, self.reason, False)
 
 
+# Same generation, blocks marked: who may be the source. A Consistent replica's node went down
+# with it (no acknowledged write beyond its own flushes is promised); an Outdated one is known
+# to be behind.
+_TRUST = {UP_TO_DATE: 2, CONSISTENT: 1, OUTDATED: 0}
+
+
 def _c(u: int) -> int:
     return u & ~1
 
@@ -69,10 +75,14 @@ def compare(local: Side, peer: Side) -> tuple[str, bool, str]:
         return "source", True, "the peer is new: full sync to it"
     if lc == pc:
         marked = local.changes or peer.changes or local.crashed_primary or peer.crashed_primary
-        if marked and (local.disk == OUTDATED) != (peer.disk == OUTDATED):
-            # an Outdated replica may lack acknowledged writes (its node restarted): never the source
-            who = "target" if local.disk == OUTDATED else "source"
-            return who, False, "same generation: the Outdated replica resyncs the blocks marked out of sync"
+        lr, pr = _TRUST.get(local.disk), _TRUST.get(peer.disk)
+        if marked and lr is not None and pr is not None and lr != pr:
+            # a Consistent replica's node restarted: a peer that stayed up (UpToDate) may hold
+            # acknowledged writes it lacks; an Outdated one was left behind. Never the source
+            # against a replica trusted more.
+            who = "target" if lr < pr else "source"
+            less = local.disk if lr < pr else peer.disk
+            return who, False, f"same generation: the {less} replica resyncs the blocks marked out of sync"
         if local.crashed_primary != peer.crashed_primary:
             who = "source" if local.crashed_primary else "target"
             return who, False, "a crashed Primary's activity log is resynced"
@@ -192,9 +202,9 @@ def decide_sync(local: Side, peer: Side, policy: Policy = Policy()) -> Decision:
             )
         return Decision(TARGET if loses else SOURCE, full, True, f"split brain resolved by policy ({why})")
     if kind == "none":
-        if local.disk == INCONSISTENT and peer.disk == UP_TO_DATE:
+        if local.disk == INCONSISTENT and peer.disk in (UP_TO_DATE, CONSISTENT):
             kind, why = "target", "this replica is Inconsistent: resync from the peer"
-        elif peer.disk == INCONSISTENT and local.disk == UP_TO_DATE:
+        elif peer.disk == INCONSISTENT and local.disk in (UP_TO_DATE, CONSISTENT):
             kind, why = "source", "the peer is Inconsistent: resync to it"
         else:
             return Decision(NONE, False, False, why)

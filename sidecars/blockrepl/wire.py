@@ -24,6 +24,9 @@ version is the highest both support:
 - version 4: as 3, and a run of small plain writes that arrived together from the client is
   sent as one WRITES frame (payload: a write batch, ``fastpath.py``), acknowledged as one
   (ACK_RECV / ACK_WRITE / NACK with the batch's id): one MAC and one acknowledgement per batch.
+- version 5: as 4, and a replica's STATE / UPDATE may say its disk is ``Consistent`` (its node
+  restarted; docs/blockrepl.md). To an older peer such a replica says ``Outdated`` and decides
+  as an Outdated one would, so both sides of a mixed pair reach the same decision.
 
 ``HASTACK_BLOCKREPL_WIRE_MAX`` caps the version this replica offers (pin it during a rolling
 update, or to test mixed versions).
@@ -48,9 +51,10 @@ HEADER = struct.Struct(">HBBIQQQ")  # magic, type, flags, length, seq, id, offse
 MAC_LEN = 16
 NONCE_LEN = 32
 MAX_PAYLOAD = 33 << 20
-VERSION_MIN, VERSION_MAX = 1, min(4, max(1, int(os.environ.get("HASTACK_BLOCKREPL_WIRE_MAX", "4") or 4)))
+VERSION_MIN, VERSION_MAX = 1, min(5, max(1, int(os.environ.get("HASTACK_BLOCKREPL_WIRE_MAX", "5") or 5)))
 VERSION_ACK_LISTS = 3  # ACK_RECVS / ACK_WRITES
 VERSION_BATCH = 4  # WRITES
+VERSION_CONSISTENT = 5  # the Consistent disk state
 
 HELLO, AUTH, STATE, BITMAP, DECIDE, ERROR = 1, 2, 3, 4, 5, 6
 WRITE, TRIM, ZERO, FLUSH, ACK_RECV, ACK_WRITE, ACK_FLUSH, NACK = 10, 11, 12, 13, 14, 15, 16, 17

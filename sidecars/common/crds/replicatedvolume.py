@@ -94,7 +94,7 @@ _REPLICA = obj("One replica, as its blockrepl sidecar reports it.", {
     "node": string("Node of the replica."),
     "member": string("Member pod of the replica."),
     "role": string("Primary, Secondary or Unknown.", max_length=32),
-    "diskState": string("UpToDate, Inconsistent, Outdated, Diskless, or Unknown when not reported.",
+    "diskState": string("UpToDate, Consistent, Inconsistent, Outdated, Diskless, or Unknown when not reported.",
                         max_length=32),
     "connection": string("Connection state to the primary (Connected, Connecting, StandAlone, ...).",
                          max_length=32),

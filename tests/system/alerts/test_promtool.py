@@ -87,7 +87,8 @@ MUTATIONS = [
     ("HAClusterNoActiveMember", '(up{hacluster!=""})', '(up{hacluster="none"})'),  # no fallback on `up`
     ("HAClusterSplitBrain", "(hastack_blockrepl_split_brain) == 1", "(hastack_blockrepl_split_brain) == 2"),
     ("HAClusterNoEligibleStandby", "hastack_heartbeat_eligible == 1", "hastack_heartbeat_eligible >= 0"),
-    ("ReplicatedVolumeDegraded", 'state=~"Outdated|Inconsistent|Diskless"', 'state=~"Outdated|Diskless"'),
+    ("ReplicatedVolumeDegraded", '"Consistent|Outdated|Inconsistent|Diskless"', '"Consistent|Outdated|Diskless"'),
+    ("ReplicatedVolumeDegraded", '"Consistent|Outdated|Inconsistent|Diskless"', '"Outdated|Inconsistent|Diskless"'),
     ("ReplicatedVolumeDegraded", "unless on (namespace, hacluster, resource, pod)",
      "or on (namespace, hacluster, resource, pod)"),
     ("ReplicatedVolumeResyncStalled", "[5m])) >= 0", "[5m])) <= 0"),

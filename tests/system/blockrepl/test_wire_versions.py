@@ -1,8 +1,9 @@
 """Rolling update of the replication protocol: a replica that speaks only wire version 1
 (HMAC-SHA256 frames) and a current one replicate on version 1; updated to offer up to 2 (GMAC
 frames) they use 2; once both offer 3 (acknowledgements gathered per read) they use 3; at 4
-small writes travel as write batches (one WRITES frame each), and only then. Under protocols C
-and B (whose acknowledgements are gathered differently). Data identical on both throughout."""
+small writes travel as write batches (one WRITES frame each), and only then; 5 (the Consistent
+disk state) changes nothing on this path. Under protocols C and B (whose acknowledgements are
+gathered differently). Data identical on both throughout."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def versions(c: Cluster) -> tuple[object, object]:
 def test_old_and_new_replicas_replicate_then_upgrade(tmp_path: Path, protocol: str) -> None:
     (tmp_path / "c").mkdir()
     with cluster(tmp_path / "c", 2, size=SIZE, protocol=protocol) as c:
-        steps = [("1", 1), ("2", 2), ("3", 3), (None, W.VERSION_MAX)]
+        steps = [("1", 1), ("2", 2), ("3", 3), ("4", 4), (None, W.VERSION_MAX)]
         for step, (offered, want) in enumerate(steps, start=1):
             c[1].env.pop("HASTACK_BLOCKREPL_WIRE_MAX", None)
             if offered:  # node 1 runs an older release

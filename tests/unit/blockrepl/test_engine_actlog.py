@@ -27,7 +27,7 @@ from hastack_common.ctlsock import EventBus
 SIZE = 64 << 20
 
 
-def _engine(tmp_path: Path) -> E.Engine:
+def _engine(tmp_path: Path, peers: int = 1) -> E.Engine:
     img = tmp_path / "disk.img"
     if not img.exists():
         with open(img, "wb") as f:
@@ -35,7 +35,7 @@ def _engine(tmp_path: Path) -> E.Engine:
     cfg = parse({"resource": "r0", "nodeId": 0, "size": SIZE, "disk": {"path": str(img), "metadata": "internal"},
                  "nbd": {"socket": str(tmp_path / "nbd.sock")}, "controlSocket": str(tmp_path / "ctl.sock"),
                  "net": {"secretFile": str(tmp_path / "secret")},
-                 "peers": [{"nodeId": 1, "address": "127.0.0.1:7789"}], "fencing": "dont-care"})  # fmt: skip
+                 "peers": [{"nodeId": 1, "address": "127.0.0.1:7789"}][:peers], "fencing": "dont-care"})  # fmt: skip
     backing, sb, _ = attach(str(img), "internal", 0, SIZE)
     eng = E.Engine(cfg, backing, sb, EventBus(), Metrics("r0"))
     eng.load()
@@ -109,32 +109,50 @@ def test_a_secondary_whose_node_restarted_resyncs_its_activity_log(
 ) -> None:
     """A Secondary acknowledges a replicated write once it is in the page cache. Its activity log
     lists the extent before the write lands; after an unclean stop across a reboot (the page
-    cache is gone) the extents go into every peer bitmap and the disk is Outdated. A process
-    that merely died (same boot: the kernel still writes its pages back) keeps its state."""
-    monkeypatch.setenv("HASTACK_BLOCKREPL_BOOT_ID", "boot-1")
-
-    async def crash_after_a_replicated_write() -> None:
-        eng = _engine(tmp_path)
-        eng.apply_remote(5 * AL_EXTENT + 4096, b"\x77" * 4096, 4096)
-        eng.apply_batch(_batch([(9 * AL_EXTENT, 4096)]))
-        eng.backing.close()  # no close_clean: the process died
-
-    async def restart() -> E.Engine:
-        return _engine(tmp_path)
-
-    asyncio.run(crash_after_a_replicated_write())
-    if rebooted:
-        monkeypatch.setenv("HASTACK_BLOCKREPL_BOOT_ID", "boot-2")
-    eng = asyncio.run(restart())
+    cache is gone) the extents go into every peer bitmap and the disk is Consistent (not
+    UpToDate until a peer connects). A process that merely died (same boot: the kernel still
+    writes its pages back) keeps its state."""
+    eng = _crash_and_restart(tmp_path, monkeypatch, rebooted)
     try:
         marked = eng.bitmaps[1].count() * 4096
         if rebooted:
-            assert eng.sb.disk_state == "Outdated"
+            assert eng.sb.disk_state == "Consistent"
             assert marked == 2 * AL_EXTENT  # extents 5 and 9, whole
         else:
             assert eng.sb.disk_state == "UpToDate" and marked == 0
     finally:
         eng.backing.close()
+
+
+def test_a_replica_without_peers_stays_up_to_date_after_its_node_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No peer can hold a write this disk lacks: nothing to decide, the disk stays UpToDate."""
+    eng = _crash_and_restart(tmp_path, monkeypatch, True, peers=0)
+    try:
+        assert eng.sb.disk_state == "UpToDate"
+    finally:
+        eng.backing.close()
+
+
+def _crash_and_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rebooted: bool, peers: int = 1) -> E.Engine:
+    """Two replicated writes taken, the process killed, started again (``rebooted``: under
+    another boot id)."""
+    monkeypatch.setenv("HASTACK_BLOCKREPL_BOOT_ID", "boot-1")
+
+    async def crash_after_a_replicated_write() -> None:
+        eng = _engine(tmp_path, peers)
+        eng.apply_remote(5 * AL_EXTENT + 4096, b"\x77" * 4096, 4096)
+        eng.apply_batch(_batch([(9 * AL_EXTENT, 4096)]))
+        eng.backing.close()  # no close_clean: the process died
+
+    async def restart() -> E.Engine:
+        return _engine(tmp_path, peers)
+
+    asyncio.run(crash_after_a_replicated_write())
+    if rebooted:
+        monkeypatch.setenv("HASTACK_BLOCKREPL_BOOT_ID", "boot-2")
+    return asyncio.run(restart())
 
 
 def _batch(writes: list[tuple[int, int]]) -> bytes:

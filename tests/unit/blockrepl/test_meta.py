@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from pathlib import Path
 
@@ -32,6 +33,19 @@ def test_newer_format_refused_with_advice() -> None:
 def test_older_reader_fields_ignored_and_defaults_filled() -> None:
     sb = M.Super.from_json(b'{"node_id": 1, "size": 4096, "future_field": 3}')
     assert sb.current == M.DAY0 and sb.disk_state == M.UP_TO_DATE
+
+
+def test_a_consistent_disk_reads_as_outdated_to_a_reader_that_predates_the_state() -> None:
+    """Consistent is stored as Outdated plus a flag: this release reads it back; an older one,
+    which drops fields it does not know, reads Outdated (its safe side: never a sync source
+    against an UpToDate peer, never Primary without --force)."""
+    body = M.Super(node_id=0, size=1 << 20, disk_state=M.CONSISTENT).to_json()
+    assert M.Super.from_json(body).disk_state == M.CONSISTENT
+    older = {k: v for k, v in json.loads(body).items() if k != "consistent"}
+    assert older["disk_state"] == M.OUTDATED
+    assert M.Super.from_json(json.dumps(older).encode()).disk_state == M.OUTDATED
+    for state in (M.UP_TO_DATE, M.OUTDATED, M.INCONSISTENT):
+        assert M.Super.from_json(M.Super(node_id=0, size=1 << 20, disk_state=state).to_json()).disk_state == state
 
 
 def test_store_alternates_slots_and_survives_torn_update(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hastack_blockrepl.meta import DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
+from hastack_blockrepl.meta import CONSISTENT, DAY0, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.syncdecide import DISCONNECT, NONE, SOURCE, TARGET, Policy, Side, decide_sync
 
 A, B, C, D = 0x1000, 0x2000, 0x3000, 0x4000
@@ -38,6 +38,26 @@ CASES = [
     # a Primary whose node crashed and rebooted: Outdated, so the peer that stayed up is the source
     ("crashed-primary-rebooted", side(0, A, crashed_primary=True, changes=5, disk=OUTDATED), side(1, A), Policy(),
      TARGET, False, False),
+    # ... as a node restart leaves them: Consistent, so the peer that stayed up is the source
+    ("restarted-secondary", side(0, A, changes=1024, disk=CONSISTENT), side(1, A), Policy(), TARGET, False, False),
+    ("restarted-primary", side(0, A, crashed_primary=True, changes=5, disk=CONSISTENT), side(1, A, changes=2),
+     Policy(), TARGET, False, False),
+    # every node restarted (a power cut): no peer stayed up, the crashed Primary is the source ...
+    ("all-restarted", side(0, A, changes=8, disk=CONSISTENT), side(1, A, crashed_primary=True, changes=4,
+     disk=CONSISTENT), Policy(), TARGET, False, False),
+    # ... or, with none, the lower node id; an Outdated replica never is
+    ("all-restarted-secondaries", side(0, A, changes=8, disk=CONSISTENT), side(1, A, changes=9, disk=CONSISTENT),
+     Policy(), SOURCE, False, False),
+    ("restarted-and-outdated", side(0, A, changes=1, disk=OUTDATED), side(1, A, changes=3, disk=CONSISTENT),
+     Policy(), TARGET, False, False),
+    ("both-outdated-refused", side(0, A, crashed_primary=True, changes=1, disk=OUTDATED),
+     side(1, A, changes=3, disk=OUTDATED), Policy(), DISCONNECT, False, False),
+    # a restarted replica whose generation is newer (it wrote on after the peer left) is the source
+    ("restarted-newer", side(0, B, A, (A, 0), changes=2, disk=CONSISTENT), side(1, A), Policy(), SOURCE, False,
+     False),
+    ("restarted-older", side(0, A, changes=2, disk=CONSISTENT), side(1, B, A), Policy(), TARGET, False, False),
+    ("restarted-to-inconsistent", side(0, A, disk=CONSISTENT), side(1, A, disk=INCONSISTENT), Policy(), SOURCE,
+     False, False),
     ("inconsistent-same", side(0, A, disk=INCONSISTENT), side(1, A), Policy(), TARGET, False, False),
     ("diskless-local", side(0, A, disk=DISKLESS), side(1, B, A), Policy(), NONE, False, False),
     ("diskless-peer", side(0, B, A, changes=9), side(1, A, disk=DISKLESS), Policy(), NONE, False, False),
@@ -166,7 +186,7 @@ sides = st.builds(
     uuids,
     uuids,
     uuids,
-    st.sampled_from([UP_TO_DATE, INCONSISTENT, OUTDATED, DISKLESS]),
+    st.sampled_from([UP_TO_DATE, CONSISTENT, INCONSISTENT, OUTDATED, DISKLESS]),
     st.booleans(),
     st.sampled_from([0.0, 1.0, 2.0]),
     st.integers(0, 3),
@@ -214,4 +234,6 @@ def test_both_sides_reach_mirrored_decisions(a: Side, b: Side, pol: Policy) -> N
         if d.action == TARGET:
             assert not me.primary
         if d.action == SOURCE and not d.split_brain:
-            assert me.disk == UP_TO_DATE or (me.disk == OUTDATED and other.disk == INCONSISTENT)
+            assert me.disk in (UP_TO_DATE, CONSISTENT) or (me.disk == OUTDATED and other.disk == INCONSISTENT)
+            # a restarted replica is never the source of a peer that stayed up in the same generation
+            assert not (me.disk == CONSISTENT and other.disk == UP_TO_DATE and me.current & ~1 == other.current & ~1)
