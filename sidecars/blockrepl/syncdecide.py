@@ -83,13 +83,16 @@ def compare(local: Side, peer: Side) -> tuple[str, bool, str]:
             who = "target" if lr < pr else "source"
             less = local.disk if lr < pr else peer.disk
             return who, False, f"same generation: the {less} replica resyncs the blocks marked out of sync"
+        if marked and local.primary != peer.primary:
+            # the Primary of the moment: clients see its data (a crashed Primary's extra blocks
+            # were never acknowledged by the peer promoted in its place, nor, under C and B, to a client)
+            who = "source" if local.primary else "target"
+            return who, False, "same generation: the Primary's data is resynced to the blocks marked out of sync"
         if local.crashed_primary != peer.crashed_primary:
             who = "source" if local.crashed_primary else "target"
             return who, False, "a crashed Primary's activity log is resynced"
         if local.changes or peer.changes:  # verify found differences, a write failed, a Secondary's node crashed
-            if local.primary != peer.primary:
-                mine = local.primary
-            elif bool(local.changes) != bool(peer.changes):
+            if bool(local.changes) != bool(peer.changes):
                 mine = bool(local.changes)
             else:
                 mine = local.node_id < peer.node_id

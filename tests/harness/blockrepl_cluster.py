@@ -244,3 +244,17 @@ def try_call(r: Replica, cmd: str, **args: Any) -> tuple[bool, Any]:
         return True, r.call(cmd, **args)
     except ControlError as exc:
         return False, str(exc)
+
+
+def fence_script(root: Path) -> list[str]:
+    """Outdate the peer over its control socket; log start and success times."""
+    script = root / "fence-peer.sh"
+    script.write_text(f"""#!/bin/sh
+echo "start $HASTACK_PEER_NODE_ID $(date +%s.%N)" >> {root}/fence.log
+sleep 0.5
+{sys.executable} -m hastack_blockrepl outdate --socket {root}/ctl$HASTACK_PEER_NODE_ID.sock --json || exit 1
+echo "outdated $HASTACK_PEER_NODE_ID $(date +%s.%N)" >> {root}/fence.log
+exit 4
+""")
+    script.chmod(0o755)
+    return [str(script)]

@@ -9,31 +9,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.blockrepl_cluster import Cluster, cluster, try_call, wait_for
+from harness.blockrepl_cluster import Cluster, cluster, fence_script, try_call, wait_for
 from harness.blockrepl_netns import Mesh, netns_mesh
 
 SIZE = 64 << 20
-
-
-def fence_script(root: Path) -> list[str]:
-    """Outdate the peer over its control socket; log start and success times."""
-    script = root / "fence-peer.sh"
-    script.write_text(f"""#!/bin/sh
-echo "start $HASTACK_PEER_NODE_ID $(date +%s.%N)" >> {root}/fence.log
-sleep 0.5
-{sys.executable} -m hastack_blockrepl outdate --socket {root}/ctl$HASTACK_PEER_NODE_ID.sock --json || exit 1
-echo "outdated $HASTACK_PEER_NODE_ID $(date +%s.%N)" >> {root}/fence.log
-exit 4
-""")
-    script.chmod(0o755)
-    return [str(script)]
 
 
 @pytest.fixture

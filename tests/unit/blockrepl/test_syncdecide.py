@@ -28,6 +28,9 @@ CASES = [
     ("history-local", side(0, C, 0, (B, A)), side(1, A), Policy(), SOURCE, True, False),
     ("history-peer", side(0, A), side(1, C, 0, (A, 0)), Policy(), TARGET, True, False),
     ("crashed-primary", side(0, A, crashed_primary=True), side(1, A), Policy(), SOURCE, False, False),
+    # its peer was promoted meanwhile (and wrote nothing yet): the Primary of the moment is the source
+    ("crashed-primary-replaced", side(0, A, crashed_primary=True, changes=5), side(1, A, primary=True), Policy(),
+     TARGET, False, False),
     ("same-marked-by-verify", side(0, A, changes=3, primary=True), side(1, A), Policy(), SOURCE, False, False),
     ("same-marked-on-secondary", side(0, A), side(1, A, changes=2), Policy(), TARGET, False, False),
     # a Secondary whose node crashed: its activity log marked, its disk Outdated; it is the target
