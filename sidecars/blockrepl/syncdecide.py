@@ -92,10 +92,8 @@ def compare(local: Side, peer: Side) -> tuple[str, bool, str]:
             who = "source" if local.crashed_primary else "target"
             return who, False, "a crashed Primary's activity log is resynced"
         if local.changes or peer.changes:  # verify found differences, a write failed, a Secondary's node crashed
-            if bool(local.changes) != bool(peer.changes):
-                mine = bool(local.changes)
-            else:
-                mine = local.node_id < peer.node_id
+            one_side = bool(local.changes) != bool(peer.changes)
+            mine = bool(local.changes) if one_side else local.node_id < peer.node_id
             return ("source" if mine else "target"), False, "same generation with blocks marked out of sync"
         return "none", False, "same data generation"
     local_tracked = bool(local.bitmap) and _c(local.bitmap) == pc
