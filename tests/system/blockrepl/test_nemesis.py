@@ -1,12 +1,13 @@
-"""Faults one after another on two replicas in their own network namespaces, protocol C, with
+"""Faults one after another on two replicas in their own network namespaces, protocol C or B, with
 resource-level fencing, each round's writes judged by fio's verify state (exact at iodepth 1,
 see harness/blockrepl_fio.py): the Primary killed mid-write and its peer promoted, the Secondary
 killed, the link cut and healed, a node restarted (a new boot id), every node restarted at once
 (a power cut). Each round writes its own 1 MiB; after every fault every earlier round is
 verified again on the Primary of the moment, and at the end both disks must be identical.
 
-The schedule comes from a seed: CI runs the fixed seeds below; ``HASTACK_NEMESIS_SEEDS``
-(comma-separated, or ``random:N``) and ``HASTACK_NEMESIS_ROUNDS`` run others, for soaking.
+The schedule comes from a seed: CI runs the fixed cases below; ``HASTACK_NEMESIS_SEEDS``
+(comma-separated, or ``random:N``; each under C and B) and ``HASTACK_NEMESIS_ROUNDS`` run
+others, for soaking.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ ROUND = fio.JOBS * PER_JOB
 FAULTS = ("kill-primary", "kill-secondary", "cut-link", "restart-primary-node", "restart-secondary-node", "power-cut")
 
 
-def _seeds() -> list[int]:
+def _cases() -> list[tuple[int, str]]:
     spec = os.environ.get("HASTACK_NEMESIS_SEEDS", "")
     if spec.startswith("random:"):
-        return [random.SystemRandom().randrange(1 << 30) for _ in range(int(spec.split(":")[1]))]
-    return [int(s) for s in spec.split(",") if s] or [11, 23]
+        seeds = [random.SystemRandom().randrange(1 << 30) for _ in range(int(spec.split(":")[1]))]
+    else:
+        seeds = [int(s) for s in spec.split(",") if s]
+    return [(s, p) for s in seeds for p in ("C", "B")] or [(11, "C"), (23, "C"), (5, "B")]
 
 
 @pytest.fixture
@@ -138,14 +141,17 @@ class Nemesis:
         self.verify_all(self.p, fault)
 
 
-@pytest.mark.parametrize("seed", _seeds())
-def test_every_acknowledged_write_survives_a_sequence_of_faults(tmp_path: Path, mesh2: Mesh, seed: int) -> None:
+@pytest.mark.parametrize("seed,protocol", _cases())
+def test_every_acknowledged_write_survives_a_sequence_of_faults(
+    tmp_path: Path, mesh2: Mesh, seed: int, protocol: str
+) -> None:
     rng = random.Random(seed)
     rounds = int(os.environ.get("HASTACK_NEMESIS_ROUNDS", "6"))
     schedule = [rng.choice(FAULTS) for _ in range(rounds)]
     net = {"pingInterval": "200ms", "pingTimeout": "1s"}
-    with cluster(tmp_path, 2, size=SIZE, netns=mesh2.names, net=net, fence_cmd=fence_script(tmp_path),
-                 peer_address=lambda of, frm: f"{mesh2.address(of, frm)}:7788") as c:  # fmt: skip
+    address = lambda of, frm: f"{mesh2.address(of, frm)}:7788"  # noqa: E731
+    with cluster(tmp_path, 2, size=SIZE, protocol=protocol, netns=mesh2.names, net=net,
+                 fence_cmd=fence_script(tmp_path), peer_address=address) as c:  # fmt: skip
         c.wait_connected()
         c[0].call("primary")
         n = Nemesis(c, mesh2, tmp_path)
@@ -153,6 +159,7 @@ def test_every_acknowledged_write_survives_a_sequence_of_faults(tmp_path: Path, 
             try:
                 n.run(fault)
             except BaseException as exc:
-                raise AssertionError(f"seed {seed}, step {i} ({fault}) of {schedule}: {exc}") from exc
+                where = f"seed {seed}, protocol {protocol}, step {i} ({fault}) of {schedule}"
+                raise AssertionError(f"{where}: {exc}") from exc
         wait_for(lambda: n.p.status()["in_flight"] == 0, 10, "no write in flight")
         assert n.p.data_hash(SIZE) == n.s.data_hash(SIZE), f"seed {seed}: the disks differ after {schedule}"
