@@ -46,6 +46,7 @@ class PeerLink:
         self.discard_my_data = False
         self.decision: Decision | None = None
         self.peer_state: dict[str, Any] | None = None
+        self.sent_state: dict[str, Any] = {}
         self.peer_bitmap = bytearray()
         self.peer_decision: dict[str, Any] | None = None
         self.progress: Progress | None = None
@@ -188,7 +189,8 @@ class PeerLink:
             self.engine.hold(f"handshake:{self.node_id}", f"connecting node {self.node_id}", acks=False)
         log.info("peer connected", extra=kv(peer=self.node_id))
         self.engine.events.publish("peer-connected", peer=self.node_id)
-        proto.send(proto.enc.json(W.STATE, self._state()))
+        self.sent_state = self._state()  # this side decides on what it told the peer: the same facts
+        proto.send(proto.enc.json(W.STATE, self.sent_state))
         bm = self.engine.bitmaps[self.node_id].to_bytes()
         for i in range(0, max(len(bm), 1), BITMAP_CHUNK):
             last = i + BITMAP_CHUNK >= len(bm)
@@ -261,6 +263,7 @@ class PeerLink:
             "protocol": e.protocol,
             "discard_my_data": self.discard_my_data,
             "two_primaries": e.cfg.net.allow_two_primaries,
+            "follows": self._following(),
         }
 
     def _side(self, s: dict[str, Any], node_id: int) -> Side:
@@ -295,7 +298,7 @@ class PeerLink:
         else:
             sbp = e.cfg.split_brain
             d = decide_sync(
-                self._side(self._state(), e.cfg.node_id),
+                self._side(self.sent_state, e.cfg.node_id),
                 self._side(ps, self.node_id),
                 Policy(sbp.after_sb_0pri, sbp.after_sb_1pri, sbp.after_sb_2pri),
             )
@@ -315,8 +318,11 @@ class PeerLink:
         e = self.engine
         e.release(f"handshake:{self.node_id}")
         mine = d.mirrored()
-        if (pd["action"], pd["full"]) != (mine.action, mine.full):
-            self.standalone(f"sync decisions disagree: here {d.action}, on node {self.node_id} {pd['action']}")
+        if (pd["action"], pd["full"]) != (mine.action, mine.full):  # a bug, or a version mix: ask again
+            why = f"sync decisions disagree: here {d.action}, on node {self.node_id} {pd['action']}"
+            self.standalone_reason = why
+            if self.proto is not None:
+                self.proto.abort(why)
             return
         self.peer_role = self.peer_state["role"] if self.peer_state else "Unknown"
         self.peer_disk = self.peer_state["disk"] if self.peer_state else "DUnknown"
@@ -330,11 +336,21 @@ class PeerLink:
             split_brain=d.split_brain,
         )
         self.discard_my_data = False
+        deferred = self._target_deferred() if d.action == TARGET else ""
+        if deferred and self._both_follow_one_primary():  # a resync of nothing: done at once
+            log.info("resync skipped", extra=kv(peer=self.node_id, reason="both replicas follow one Primary"))
+            self.split_brain, self.standalone_reason = False, ""
+            self.repl, self.progress = "SyncTarget", Progress(total=0)
+            assert self.proto is not None
+            self.proto.send(self.proto.enc.json(W.RS_DONE, {}))
+            return
+        if deferred:  # the peer agreed to be the source; this side asks again later
+            d = Decision(DISCONNECT, reason=deferred, retry=True)
         if d.action == DISCONNECT:
             self.split_brain = d.split_brain
             if d.pri_lost:
                 self.node.pri_lost(self.node_id, d.reason)
-            if d.retry:  # a mismatch that a config change or a demotion will fix: keep trying
+            if d.retry:  # a mismatch that a config change, a demotion or a resync will fix: keep trying
                 self.standalone_reason = d.reason
                 if self.proto is not None:
                     self.proto.abort(d.reason)
@@ -359,6 +375,45 @@ class PeerLink:
             e.sb.disk_state = INCONSISTENT
             e.m.update(e)
             self.resync_task = e.spawn(resync.run_target(self, self._sync_bits(d)))
+
+    def _target_deferred(self) -> str:
+        """Why this replica must not resync from this peer now (empty: it may). One resync at a
+        time: two sources' answers could interleave with each other's and the Primary's writes.
+        And never from a Secondary while a Primary replicates to this replica: the Secondary's
+        answer for a block can overtake the Primary's newer write of it, on another link, and
+        land after it. The link reconnects and decides again (the other resync may have made
+        this one moot)."""
+        for other in self.node.links.values():
+            if other is self:
+                continue
+            if other.repl == "SyncTarget":
+                return f"resync from node {self.node_id} deferred: this replica resyncs from node {other.node_id} first"
+            if self.peer_role != PRIMARY and other.peer_role == PRIMARY and other.replicating:
+                return (f"resync from Secondary node {self.node_id} deferred: Primary node {other.node_id} "
+                        "replicates to this replica")
+        return ""
+
+    def _both_follow_one_primary(self) -> bool:
+        """This replica is UpToDate and Established with a Primary that the peer (a Secondary)
+        says it follows too: the Primary keeps both as they must be (its bitmaps track what
+        either misses), so what they marked for each other needs no resync."""
+        if self.engine.sb.disk_state != UP_TO_DATE or self.peer_role == PRIMARY:
+            return False
+        follows = (self.peer_state or {}).get("follows")
+        return any(
+            other is not self and other.peer_role == PRIMARY and other.repl == "Established"
+            and other.proto is not None and other.node_id == follows
+            for other in self.node.links.values()
+        )  # fmt: skip
+
+    def _following(self) -> int | None:
+        """The Primary this replica is Established with while UpToDate (None: none)."""
+        if self.engine.sb.disk_state != UP_TO_DATE:
+            return None
+        for other in self.node.links.values():
+            if other is not self and other.peer_role == PRIMARY and other.repl == "Established" and other.proto:
+                return other.node_id
+        return None
 
     def _up_to_date(self, why: str) -> None:
         e = self.engine

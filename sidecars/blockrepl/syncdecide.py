@@ -212,7 +212,9 @@ def decide_sync(local: Side, peer: Side, policy: Policy = Policy()) -> Decision:
     action = SOURCE if kind == "source" else TARGET
     src, dst = (local, peer) if action == SOURCE else (peer, local)
     if src.disk in (INCONSISTENT, OUTDATED) and not (src.disk == OUTDATED and dst.disk == INCONSISTENT):
-        return Decision(DISCONNECT, full, False, f"would sync from node {src.node_id} whose disk is {src.disk}")
+        # it may become UpToDate (a resync from a third replica, `primary --force`): keep asking
+        return Decision(DISCONNECT, full, False, f"would sync from node {src.node_id} whose disk is {src.disk}",
+                        retry=True)
     if dst.primary:
         return Decision(
             DISCONNECT,

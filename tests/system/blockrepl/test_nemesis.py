@@ -1,13 +1,14 @@
-"""Faults one after another on two replicas in their own network namespaces, protocol C or B, with
-resource-level fencing, each round's writes judged by fio's verify state (exact at iodepth 1,
-see harness/blockrepl_fio.py): the Primary killed mid-write and its peer promoted, the Secondary
-killed, the link cut and healed, a node restarted (a new boot id), every node restarted at once
-(a power cut). Each round writes its own 1 MiB; after every fault every earlier round is
-verified again on the Primary of the moment, and at the end both disks must be identical.
+"""Faults one after another on two or three replicas in their own network namespaces, protocol
+C or B, with resource-level fencing, each round's writes judged by fio's verify state (exact at
+iodepth 1, see harness/blockrepl_fio.py): the Primary killed mid-write and a Secondary promoted,
+a Secondary killed, a link cut and healed, a node restarted (a new boot id), every node
+restarted at once (a power cut). Each round writes its own 1 MiB; after every fault every
+earlier round is verified again on the Primary of the moment, and at the end every disk must
+be identical.
 
 The schedule comes from a seed: CI runs the fixed cases below; ``HASTACK_NEMESIS_SEEDS``
-(comma-separated, or ``random:N``; each under C and B) and ``HASTACK_NEMESIS_ROUNDS`` run
-others, for soaking.
+(comma-separated, or ``random:N``; each as C with 2 replicas, B with 2, C with 3) and
+``HASTACK_NEMESIS_ROUNDS`` run others, for soaking.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import blockrepl_fio as fio
-from harness.blockrepl_cluster import Cluster, Replica, cluster, fence_script, wait_for
+from harness.blockrepl_cluster import Cluster, Replica, cluster, fence_script, try_call, wait_for
 from harness.blockrepl_netns import Mesh, netns_mesh
 
 SIZE = 64 << 20
@@ -30,24 +30,20 @@ ROUND = fio.JOBS * PER_JOB
 FAULTS = ("kill-primary", "kill-secondary", "cut-link", "restart-primary-node", "restart-secondary-node", "power-cut")
 
 
-def _cases() -> list[tuple[int, str]]:
+def _cases() -> list[tuple[int, str, int]]:
     spec = os.environ.get("HASTACK_NEMESIS_SEEDS", "")
     if spec.startswith("random:"):
         seeds = [random.SystemRandom().randrange(1 << 30) for _ in range(int(spec.split(":")[1]))]
     else:
         seeds = [int(s) for s in spec.split(",") if s]
-    return [(s, p) for s in seeds for p in ("C", "B")] or [(11, "C"), (23, "C"), (5, "B")]
-
-
-@pytest.fixture
-def mesh2() -> Iterator[Mesh]:
-    with netns_mesh(2) as m:
-        yield m
+    return [(s, p, n) for s in seeds for p, n in (("C", 2), ("B", 2), ("C", 3))] or [
+        (11, "C", 2), (23, "C", 2), (5, "B", 2), (17, "C", 3)
+    ]  # fmt: skip
 
 
 class Nemesis:
-    def __init__(self, c: Cluster, mesh: Mesh, root: Path) -> None:
-        self.c, self.mesh, self.root = c, mesh, root
+    def __init__(self, c: Cluster, mesh: Mesh, root: Path, rng: random.Random) -> None:
+        self.c, self.mesh, self.root, self.rng = c, mesh, root, rng
         self.primary = 0
         self.rounds = 0
         self.boots = 0
@@ -56,9 +52,8 @@ class Nemesis:
     def p(self) -> Replica:
         return self.c[self.primary]
 
-    @property
-    def s(self) -> Replica:
-        return self.c[1 - self.primary]
+    def secondary(self) -> Replica:
+        return self.rng.choice([r for r in self.c.replicas if r.node_id != self.primary])
 
     def verify_all(self, on: Replica, why: str) -> None:
         for r in range(self.rounds):
@@ -92,10 +87,12 @@ class Nemesis:
         """The Primary dies mid-write; its Established peer is promoted and holds every
         acknowledged write; the old Primary returns as Secondary."""
         writer = self.start_round()
-        old, new = self.p, self.s
+        old, new = self.p, self.secondary()
         old.kill()
         self.finish(writer, must_succeed=False)
-        self.wait_lost(new, old)
+        for r in self.c.replicas:
+            if r is not old:
+                self.wait_lost(r, old)
         new.call("primary")
         self.primary = new.node_id
         self.verify_all(new, "a failover")
@@ -103,18 +100,21 @@ class Nemesis:
 
     def kill_secondary(self, reboot: bool) -> None:
         writer = self.start_round()
-        self.s.kill()
-        self.restart(self.s, reboot)  # the fence waits for it: writes resume once it is back
+        s = self.secondary()
+        s.kill()
+        self.restart(s, reboot)  # the fence waits for it: writes resume once it is back
         self.finish(writer, must_succeed=True)
 
     def cut_link(self) -> None:
         """Cut just before the round: its first writes are in flight when the peer is declared
-        lost, the Primary fences the peer (Outdated through its socket), then writes on alone."""
-        self.mesh.set_link(0, 1, up=False)
+        lost, the Primary fences the peer (Outdated through its socket), then writes on (a third
+        replica still reaches both)."""
+        s = self.secondary()
+        self.mesh.set_link(self.primary, s.node_id, up=False)
         writer = self.start_round()
         self.finish(writer, must_succeed=True)
-        assert self.s.status()["disk"] == "Outdated"
-        self.mesh.set_link(0, 1, up=True)
+        assert s.status()["disk"] == "Outdated"
+        self.mesh.set_link(self.primary, s.node_id, up=True)
 
     def power_cut(self) -> None:
         writer = self.start_round()
@@ -125,8 +125,7 @@ class Nemesis:
         for r in self.c.replicas:
             r.env["HASTACK_BLOCKREPL_BOOT_ID"] = f"boot-{self.boots}"
             r.start()
-        wait_for(lambda: self.p.status()["disk"] == "UpToDate", 60, "the crashed Primary UpToDate again")
-        self.p.call("primary")
+        wait_for(lambda: try_call(self.p, "primary")[0], 90, "the crashed Primary promotable again")
 
     def run(self, fault: str) -> None:
         if fault in ("kill-primary", "restart-primary-node"):
@@ -141,20 +140,25 @@ class Nemesis:
         self.verify_all(self.p, fault)
 
 
-@pytest.mark.parametrize("seed,protocol", _cases())
+@pytest.mark.parametrize("seed,protocol,replicas", _cases())
 def test_every_acknowledged_write_survives_a_sequence_of_faults(
-    tmp_path: Path, mesh2: Mesh, seed: int, protocol: str
+    tmp_path: Path, seed: int, protocol: str, replicas: int
 ) -> None:
+    with netns_mesh(replicas) as mesh:
+        faults(tmp_path, mesh, seed, protocol, replicas)
+
+
+def faults(tmp_path: Path, mesh: Mesh, seed: int, protocol: str, replicas: int) -> None:
     rng = random.Random(seed)
     rounds = int(os.environ.get("HASTACK_NEMESIS_ROUNDS", "6"))
     schedule = [rng.choice(FAULTS) for _ in range(rounds)]
     net = {"pingInterval": "200ms", "pingTimeout": "1s"}
-    address = lambda of, frm: f"{mesh2.address(of, frm)}:7788"  # noqa: E731
-    with cluster(tmp_path, 2, size=SIZE, protocol=protocol, netns=mesh2.names, net=net,
+    address = lambda of, frm: f"{mesh.address(of, frm)}:7788"  # noqa: E731
+    with cluster(tmp_path, replicas, size=SIZE, protocol=protocol, netns=mesh.names, net=net,
                  fence_cmd=fence_script(tmp_path), peer_address=address) as c:  # fmt: skip
         c.wait_connected()
         c[0].call("primary")
-        n = Nemesis(c, mesh2, tmp_path)
+        n = Nemesis(c, mesh, tmp_path, rng)
         for i, fault in enumerate(schedule):
             try:
                 n.run(fault)
@@ -162,4 +166,5 @@ def test_every_acknowledged_write_survives_a_sequence_of_faults(
                 where = f"seed {seed}, protocol {protocol}, step {i} ({fault}) of {schedule}"
                 raise AssertionError(f"{where}: {exc}") from exc
         wait_for(lambda: n.p.status()["in_flight"] == 0, 10, "no write in flight")
-        assert n.p.data_hash(SIZE) == n.s.data_hash(SIZE), f"seed {seed}: the disks differ after {schedule}"
+        for r in c.replicas:
+            assert r.data_hash(SIZE) == n.p.data_hash(SIZE), f"seed {seed}: node {r.node_id} differs after {schedule}"
