@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,11 +76,21 @@ def handler_env(resource: str, node_id: int, peer_node_id: int, peer_name: str, 
                 **extra)
 
 
+SETPRIV = shutil.which("setpriv")
+
+
+def dies_with_this_process(argv: list[str]) -> list[str]:
+    """``argv`` under ``setpriv --pdeathsig KILL`` (util-linux) where it exists: a handler killed
+    when this replica dies, not left to act later (an orphaned fence-peer handler outdated a
+    peer that had resynced and become the only UpToDate replica meanwhile)."""
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *argv] if SETPRIV else argv
+
+
 async def run_command(argv: list[str], env: dict[str, str], timeout: float, what: str) -> tuple[int | None, str]:
     """Run a handler once: (exit code, the tail of its output); (None, why) if it could not start
-    or was killed at ``timeout``."""
+    or was killed at ``timeout``. The handler dies with this replica."""
     try:
-        code, out = await subproc.run(argv, timeout, env)
+        code, out = await subproc.run(dies_with_this_process(argv), timeout, env)
     except OSError as exc:
         return None, f"cannot run {what} {argv[0]}: {exc.strerror}"
     except TimeoutError:
