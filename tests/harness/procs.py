@@ -12,6 +12,7 @@ import atexit
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -59,9 +60,36 @@ def wait_for(
         interval = min(interval * 1.5, max_interval)
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port nobody listens on right now, below the kernel's ephemeral range: a port from
+    that range can be taken, between this call and the server's bind, as the source port of an
+    outgoing connection (a kube-apiserver's own connections to etcd did, and it exited with
+    "address already in use"). Never the same port twice in one test process."""
+    rng = random.Random()
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 20000), min(low, 30000))  # 30000+: Kubernetes' NodePorts
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # the kernel's choice, as a last resort
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
