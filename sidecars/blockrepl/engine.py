@@ -128,10 +128,13 @@ class Engine:
 
     def _merge_al(self, active: list[int]) -> None:
         """After a crash: every extent the activity log lists may differ from every peer."""
-        for bm in self.bitmaps.values():
-            for e in active:
-                bm.mark(e * AL_EXTENT, AL_EXTENT)
-        self.bm_dirty |= set(self.bitmaps)
+        self.mark_extents(active, list(self.bitmaps))
+
+    def mark_extents(self, exts: Iterable[int], peers: Iterable[int]) -> None:
+        """Whole activity-log extents are out of sync with ``peers``."""
+        ranges = [(x * AL_EXTENT, AL_EXTENT) for x in exts]
+        for pid in peers:
+            self._mark(pid, ranges)
 
     def persist_sync(self, data: bool = True) -> None:
         """Data (``data``: what the superblock says about the disk holds on disk too), then the
@@ -508,6 +511,12 @@ class Engine:
         self.spawn(self._local_sync(fid))
 
     # ---- peer events ----------------------------------------------------------------------
+    def settled_id(self) -> int:
+        """Every write with an id up to this one was acknowledged by every peer it was sent to
+        (or its blocks marked for a peer that was lost). Ids grow and ``pending`` keeps them in
+        order, so the oldest write still pending bounds it."""
+        return next(iter(self.pending), self.next_id) - 1
+
     def peer_ack(self, node_id: int, wid: int, flush: bool = False) -> None:
         p = (self.flushes if flush else self.pending).get(wid)
         if p is not None and node_id in p.peers:
@@ -569,14 +578,15 @@ class Engine:
         else:
             iozero.zero_range(self.fd, offset, length, punch=punch)
 
-    def apply_batch(self, payload: bytes | memoryview) -> None:
-        """Write a peer's write batch; ValueError when it is malformed (nothing written), OSError
-        when this disk cannot (Diskless, or it failed)."""
+    def apply_batch(self, payload: bytes | memoryview) -> tuple[int, ...]:
+        """Write a peer's write batch; returns its activity-log extents. ValueError when it is
+        malformed (nothing written), OSError when this disk cannot (Diskless, or it failed)."""
         exts = fastpath.check(payload, self.size, AL_EXTENT)  # a malformed batch is refused, Diskless or not
         if self.diskless():
             raise OSError(EIO, "Diskless")
         self._cover(exts)
         fastpath.apply(self.fd, payload, self.size)
+        return exts
 
     def _cover(self, exts: Iterable[int]) -> None:
         """A replicated write lands only in extents the activity log lists, persisted first (as

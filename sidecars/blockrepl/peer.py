@@ -13,10 +13,13 @@ import logging
 import os
 import random
 import struct
+from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from hastack_blockrepl import disk, resync
 from hastack_blockrepl import wire as W
+from hastack_blockrepl.actlog import extents
 from hastack_blockrepl.bitmap import Bitmap
 from hastack_blockrepl.engine import PRIMARY
 from hastack_blockrepl.meta import CONSISTENT, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
@@ -59,6 +62,17 @@ class PeerLink:
         self.rs_outstanding = 0
         self.verify: dict[str, Any] = {}
         self.resize_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        # wire version 6. A Primary: the settled id last told to this peer. A Secondary: the
+        # writes this Primary sent above its settled id, (id, activity-log extents), oldest first.
+        self.settled_sent = 0
+        self.unsettled: deque[tuple[int, Iterable[int]]] = deque()
+        # connections in a row that ended before replicating (a deferred or refused decision):
+        # the dialling side backs off instead of redialling at once
+        self.replicated = False
+        self.failed_handshakes = 0
+        # (lost Primary, extents) marked for this peer since the handshake: resync once it
+        # follows that Primary no more (:meth:`maybe_reconcile`)
+        self.reconcile: tuple[int, int] | None = None
 
     # ---- the Link interface used by the engine ----------------------------------------------
     @property
@@ -75,12 +89,28 @@ class PeerLink:
 
     def send_write(self, wid: int, offset: int, data: bytes | memoryview, fua: bool) -> None:
         assert self.proto is not None
+        self.send_settled()
         self.proto.send(self.proto.enc.encode(W.WRITE, data, flags=W.F_FUA if fua else 0, id=wid, offset=offset))
 
     def send_writes(self, wid: int, payload: bytes) -> None:
-        """Sent at once: the peer writes the batch while this replica does."""
-        assert self.proto is not None
-        self.proto.send(self.proto.enc.encode(W.WRITES, payload, id=wid), now=True)
+        """Sent at once: the peer writes the batch while this replica does. From wire version 6
+        the frame's offset carries the settled id (no frame of its own)."""
+        proto = self.proto
+        assert proto is not None
+        settled = 0
+        if proto.version >= W.VERSION_SETTLED:
+            settled = self.settled_sent = self.engine.settled_id()
+        proto.send(proto.enc.encode(W.WRITES, payload, id=wid, offset=settled), now=True)
+
+    def send_settled(self) -> None:
+        """A Primary tells the peer its settled id (wire version 6) when it moved since last
+        told: with writes, pings, and before it closes the connection on purpose."""
+        proto = self.proto
+        if proto is not None and proto.version >= W.VERSION_SETTLED and self.engine.role == PRIMARY:
+            settled = self.engine.settled_id()
+            if settled > self.settled_sent:
+                self.settled_sent = settled
+                proto.send(proto.enc.encode(W.SETTLED, id=settled))
 
     @property
     def batches(self) -> bool:
@@ -89,6 +119,7 @@ class PeerLink:
 
     def send_zero(self, wid: int, offset: int, length: int, fua: bool) -> None:
         assert self.proto is not None
+        self.send_settled()
         self.proto.send(
             self.proto.enc.encode(W.ZERO, U64.pack(length), flags=W.F_FUA if fua else 0, id=wid, offset=offset)
         )
@@ -125,6 +156,7 @@ class PeerLink:
             "send_buffer_bytes": self.proto.buffered_bytes() if self.proto is not None else 0,
             "wire_version": self.proto.version if self.proto is not None and self.proto.authed else None,
             "unacked_bytes": lag,
+            "unsettled_writes": len(self.unsettled),  # from this Primary, not yet known to be on every replica
             "bitmap_uuid": f"{self.engine.bitmap_uuid(self.node_id):016X}",
             "split_brain": self.split_brain,
             "peer_current_uuid": f"{int(self.peer_state['current']):016X}"
@@ -156,6 +188,11 @@ class PeerLink:
                 if self.proto is not None:
                     delay = net.reconnect_min
                 continue
+            if self.failed_handshakes:
+                backoff = min(net.reconnect_min * 2 ** (self.failed_handshakes - 1), net.reconnect_max)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                if self.conn == "StandAlone" or self.proto is not None:
+                    continue
             host, _, port = self.address.rpartition(":")
             loop = asyncio.get_running_loop()
             try:
@@ -184,6 +221,9 @@ class PeerLink:
         self.proto = proto
         self.conn, self.repl = "Connected", "Off"
         self.peer_state, self.peer_bitmap, self.peer_decision, self.decision = None, bytearray(), None, None
+        self.settled_sent = 0
+        self.unsettled.clear()
+        self.replicated, self.reconcile = False, None  # the bitmap sent below holds every mark so far
         self.last_rx = asyncio.get_event_loop().time()
         if self.engine.role == PRIMARY:
             self.engine.hold(f"handshake:{self.node_id}", f"connecting node {self.node_id}", acks=False)
@@ -205,6 +245,11 @@ class PeerLink:
 
     def _lost(self, proto: LinkProtocol, why: str) -> None:
         was = self.repl in ("Established", "SyncSource") and self.peer_disk == UP_TO_DATE
+        lost_primary = self.peer_role == PRIMARY and self.engine.role != PRIMARY
+        if lost_primary:
+            self._primary_lost(why)
+        self.unsettled.clear()
+        self.failed_handshakes = 0 if self.replicated else self.failed_handshakes + 1
         if self.resync_task is not None:
             self.resync_task.cancel()
             self.resync_task = None
@@ -218,6 +263,44 @@ class PeerLink:
         log.warning("peer connection lost", extra=kv(peer=self.node_id, reason=why))
         self.engine.events.publish("peer-lost", peer=self.node_id, reason=why)
         self.wake.set()
+        if lost_primary:  # the other replicas learn that this one follows no Primary now
+            self.engine.announce()
+            for other in self.node.links.values():
+                other.maybe_reconcile()
+
+    def _primary_lost(self, why: str) -> None:
+        """The Primary may have died with writes on some replicas only: those this replica
+        took above the Primary's settled id are marked out of sync with every other replica.
+        Once such a replica follows this Primary no more either (it died, or it is cut off from
+        both), the link to it reconnects, so the handshake resyncs the union of what each
+        marked (DRBD 9 does the same after a lost Primary). While it still follows the Primary,
+        only this replica's link was cut: the Primary's bitmap tracks what this one misses."""
+        exts = sorted({x for _, xs in self.unsettled for x in xs})
+        others = [link for link in self.node.links.values() if link is not self]
+        if not exts or not others:
+            return
+        e = self.engine
+        e.mark_extents(exts, [link.node_id for link in others])
+        log.warning(
+            "Primary lost with writes in flight: their extents marked out of sync with the other replicas",
+            extra=kv(primary=self.node_id, extents=len(exts), writes=len(self.unsettled), reason=why),
+        )
+        e.events.publish("in-flight-marked", primary=self.node_id, extents=len(exts),
+                         peers=[link.node_id for link in others])  # fmt: skip
+        for link in others:
+            link.reconcile = (self.node_id, len(exts))
+
+    def maybe_reconcile(self) -> None:
+        """Reconnect to resync what a lost Primary had in flight, once this peer no longer
+        follows that Primary (its handshake or update says so)."""
+        if self.reconcile is None or self.proto is None:
+            return
+        primary, n = self.reconcile
+        if self.peer_state is not None and self.peer_state.get("follows") == primary:
+            return
+        self.reconcile = None
+        self.proto.abort(f"Primary node {primary} lost with writes in flight: resyncing their {n} extent(s) "
+                         f"with node {self.node_id}")  # fmt: skip
 
     async def _pinger(self, proto: LinkProtocol) -> None:
         net = self.engine.cfg.net
@@ -229,17 +312,19 @@ class PeerLink:
             if loop.time() - self.last_rx > net.ping_timeout:
                 proto.abort(f"no traffic from node {self.node_id} for {net.ping_timeout}s (ping timeout)")
                 return
+            self.send_settled()
             proto.send(proto.enc.encode(W.PING))
 
     def standalone(self, why: str) -> None:
         self.conn, self.standalone_reason = "StandAlone", why
         if self.proto is not None:
+            self.send_settled()  # a Primary that leaves on purpose leaves nothing in doubt
             self.proto.abort(why)
         self.engine.events.publish("peer-standalone", peer=self.node_id, reason=why, split_brain=self.split_brain)
 
     def reconnect(self, discard_my_data: bool = False) -> None:
         self.conn, self.standalone_reason, self.split_brain = "Connecting", "", False
-        self.discard_my_data = discard_my_data
+        self.discard_my_data, self.failed_handshakes = discard_my_data, 0
         self.wake.set()
 
     # ---- handshake: state, bitmaps, decision ------------------------------------------------
@@ -340,7 +425,7 @@ class PeerLink:
         if deferred and self._both_follow_one_primary():  # a resync of nothing: done at once
             log.info("resync skipped", extra=kv(peer=self.node_id, reason="both replicas follow one Primary"))
             self.split_brain, self.standalone_reason = False, ""
-            self.repl, self.progress = "SyncTarget", Progress(total=0)
+            self.repl, self.progress, self.replicated = "SyncTarget", Progress(total=0), True
             assert self.proto is not None
             self.proto.send(self.proto.enc.json(W.RS_DONE, {}))
             return
@@ -357,7 +442,7 @@ class PeerLink:
                 return
             self.standalone(d.reason)
             return
-        self.split_brain, self.standalone_reason = False, ""
+        self.split_brain, self.standalone_reason, self.replicated = False, "", True
         if d.action == NONE:
             self.repl = "Established"
             if e.sb.disk_state in (OUTDATED, CONSISTENT) and self.peer_disk == UP_TO_DATE:
@@ -471,15 +556,23 @@ class PeerLink:
                 raise W.WireError("replicated write from a peer that is not Primary")
             if e.cfg.net.protocol == "B":
                 self._ack(W.ACK_RECV, f.id)
+            settles = self.proto.version >= W.VERSION_SETTLED
             try:
                 if t == W.WRITES:
                     if self.proto.version < W.VERSION_BATCH:
                         raise W.WireError(f"WRITES frame on wire version {self.proto.version}")
-                    e.apply_batch(f.payload)
+                    if settles:
+                        self._settle(f.offset)
+                    exts: Iterable[int] = e.apply_batch(f.payload)
                 elif t == W.WRITE:
                     e.apply_remote(f.offset, f.payload, len(f.payload))
+                    exts = extents(f.offset, len(f.payload))
                 else:
-                    e.apply_remote(f.offset, None, U64.unpack(f.payload)[0], punch=t == W.TRIM)
+                    length = U64.unpack(f.payload)[0]
+                    e.apply_remote(f.offset, None, length, punch=t == W.TRIM)
+                    exts = extents(f.offset, length)
+                if settles:
+                    self.unsettled.append((f.id, exts))
             except OSError as exc:
                 if not e.diskless():
                     e.io_error("replicated write", exc)
@@ -495,6 +588,10 @@ class PeerLink:
         elif t in (W.ACK_WRITES, W.ACK_RECVS):
             for wid in W.unpack_ids(f.payload):
                 e.peer_ack(self.node_id, wid)
+        elif t == W.SETTLED:
+            if self.proto.version < W.VERSION_SETTLED:
+                raise W.WireError(f"SETTLED frame on wire version {self.proto.version}")
+            self._settle(f.id)
         elif t == W.FLUSH:
             e.spawn(self._sync_then(W.ACK_FLUSH, f.id, True))
         elif t == W.ACK_FLUSH:
@@ -552,6 +649,12 @@ class PeerLink:
             self.standalone(f"peer refused: {bytes(f.payload).decode(errors='replace')}")
         else:
             raise W.WireError(f"unknown frame type {t}")
+
+    def _settle(self, upto: int) -> None:
+        """Every write up to ``upto`` reached every replica the Primary sent it to."""
+        q = self.unsettled
+        while q and q[0][0] <= upto:
+            q.popleft()
 
     async def _sync_then(self, ack: int, fid: int, send: bool) -> None:
         proto, e = self.proto, self.engine
@@ -615,6 +718,9 @@ class PeerLink:
     def _on_update(self, st: dict[str, Any]) -> None:
         if self.peer_state is not None:
             self.peer_state.update(st)
+        if st.get("role") != PRIMARY:  # it stepped down alive: its bitmaps track what differs
+            self.unsettled.clear()
+        self.maybe_reconcile()
         if self.decision is not None:
             self.peer_role = st["role"]
             if self.repl != "SyncSource":

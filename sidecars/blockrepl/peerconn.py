@@ -228,6 +228,7 @@ class Replication:
             self.server.close()
         for link in self.links.values():
             if link.proto is not None:
+                link.send_settled()
                 link.proto.abort("shutting down")
 
     def new_protocol(self, expect: int | None) -> LinkProtocol:

@@ -52,8 +52,9 @@ class Decision:
 
 # Same generation, blocks marked: who may be the source. A Consistent replica's node went down
 # with it (no acknowledged write beyond its own flushes is promised); an Outdated one is known
-# to be behind.
-_TRUST = {UP_TO_DATE: 2, CONSISTENT: 1, OUTDATED: 0}
+# to be behind; an Inconsistent one is part way through a resync (interrupted: its marks say
+# what it still lacks), so it is the target whatever its node id.
+_TRUST = {UP_TO_DATE: 2, CONSISTENT: 1, OUTDATED: 0, INCONSISTENT: -1}
 
 
 def _c(u: int) -> int:

@@ -27,6 +27,11 @@ version is the highest both support:
 - version 5: as 4, and a replica's STATE / UPDATE may say its disk is ``Consistent`` (its node
   restarted; docs/blockrepl.md). To an older peer such a replica says ``Outdated`` and decides
   as an Outdated one would, so both sides of a mixed pair reach the same decision.
+- version 6: as 5, and a Primary tells each Secondary the id below which every replicated write
+  is acknowledged by every peer it was sent to (its *settled* id: in the offset field of WRITES,
+  or a SETTLED frame before other writes and with pings). A Secondary that loses its Primary
+  marks the extents of the writes it took above that id out of sync with the other replicas:
+  the Primary may have died with them on some replicas only (docs/blockrepl.md).
 
 ``HASTACK_BLOCKREPL_WIRE_MAX`` caps the version this replica offers (pin it during a rolling
 update, or to test mixed versions).
@@ -51,10 +56,11 @@ HEADER = struct.Struct(">HBBIQQQ")  # magic, type, flags, length, seq, id, offse
 MAC_LEN = 16
 NONCE_LEN = 32
 MAX_PAYLOAD = 33 << 20
-VERSION_MIN, VERSION_MAX = 1, min(5, max(1, int(os.environ.get("HASTACK_BLOCKREPL_WIRE_MAX", "5") or 5)))
+VERSION_MIN, VERSION_MAX = 1, min(6, max(1, int(os.environ.get("HASTACK_BLOCKREPL_WIRE_MAX", "6") or 6)))
 VERSION_ACK_LISTS = 3  # ACK_RECVS / ACK_WRITES
 VERSION_BATCH = 4  # WRITES
 VERSION_CONSISTENT = 5  # the Consistent disk state
+VERSION_SETTLED = 6  # the Primary's settled id (WRITES offset, SETTLED)
 
 HELLO, AUTH, STATE, BITMAP, DECIDE, ERROR = 1, 2, 3, 4, 5, 6
 WRITE, TRIM, ZERO, FLUSH, ACK_RECV, ACK_WRITE, ACK_FLUSH, NACK = 10, 11, 12, 13, 14, 15, 16, 17
@@ -62,6 +68,7 @@ RD_REQ, RD_DATA = 18, 19
 RS_REQ, RS_DATA, RS_SAME, RS_ACK, RS_DONE = 20, 21, 22, 23, 24
 ACK_RECVS, ACK_WRITES = 25, 26  # version 3: the ids of many writes, one frame
 WRITES = 27  # version 4: a write batch
+SETTLED = 28  # version 6: every write with an id up to this frame's id reached every peer it was sent to
 OV_REQ, OV_RES = 30, 31
 PING, PONG, UPDATE, OUTDATE = 40, 41, 50, 51
 RESIZE, RESIZED = 52, 53

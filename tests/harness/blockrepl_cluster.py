@@ -107,6 +107,11 @@ class Replica:
         if self.child is not None:
             self.child.stop(grace=15)
 
+    def read_disk(self, offset: int, length: int) -> bytes:
+        """Bytes of the backing file (data sits at the start; internal metadata at the end)."""
+        with open(self.disk, "rb") as f:
+            return os.pread(f.fileno(), length, offset)
+
     def data_hash(self, size: int) -> str:
         h = hashlib.sha256()
         with open(self.disk, "rb") as f:

@@ -2,7 +2,8 @@
 C or B, with resource-level fencing, each round's writes judged by fio's verify state (exact at
 iodepth 1, see harness/blockrepl_fio.py): the Primary killed mid-write and a Secondary promoted,
 a Secondary killed, a link cut and healed, a node restarted (a new boot id), every node
-restarted at once (a power cut). Each round writes its own 1 MiB; after every fault every
+restarted at once (a power cut), the Primary killed just after its link to one of two
+Secondaries was cut (its last writes on the other only). Each round writes its own 1 MiB; after every fault every
 earlier round is verified again on the Primary of the moment, and at the end every disk must
 be identical.
 
@@ -27,7 +28,8 @@ from harness.blockrepl_netns import Mesh, netns_mesh
 SIZE = 64 << 20
 PER_JOB = 256 << 10  # four jobs: 1 MiB a round
 ROUND = fio.JOBS * PER_JOB
-FAULTS = ("kill-primary", "kill-secondary", "cut-link", "restart-primary-node", "restart-secondary-node", "power-cut")
+FAULTS = ("kill-primary", "kill-secondary", "cut-link", "restart-primary-node", "restart-secondary-node", "power-cut",
+          "kill-primary-cut-one")
 
 
 def _cases() -> list[tuple[int, str, int]]:
@@ -83,18 +85,28 @@ class Nemesis:
         wait_for(lambda: by.peer(peer.node_id)["connection"] != "Connected", 20,
                  f"node {by.node_id} to see node {peer.node_id} gone")  # fmt: skip
 
-    def failover(self, reboot: bool) -> None:
+    def failover(self, reboot: bool, cut_one: bool = False) -> None:
         """The Primary dies mid-write; its Established peer is promoted and holds every
-        acknowledged write; the old Primary returns as Secondary."""
+        acknowledged write; the old Primary returns as Secondary. ``cut_one`` (three replicas):
+        the Primary's link to one Secondary is cut just before, so its last writes reach the
+        other only (the survivors must agree on them: the final hash comparison)."""
         writer = self.start_round()
         old, new = self.p, self.secondary()
+        cut = None
+        if cut_one and len(self.c.replicas) > 2:
+            cut = self.rng.choice([r for r in self.c.replicas if r is not old])
+            self.mesh.set_link(old.node_id, cut.node_id, up=False)
         old.kill()
         self.finish(writer, must_succeed=False)
         for r in self.c.replicas:
             if r is not old:
                 self.wait_lost(r, old)
-        new.call("primary")
+        # with three replicas the survivors first resync what the dead Primary had in flight:
+        # a SyncTarget refuses promotion until that is done (heartbeat tries another member)
+        wait_for(lambda: try_call(new, "primary")[0], 60, f"node {new.node_id} promotable")
         self.primary = new.node_id
+        if cut is not None:
+            self.mesh.set_link(old.node_id, cut.node_id, up=True)
         self.verify_all(new, "a failover")
         self.restart(old, reboot)
 
@@ -128,8 +140,8 @@ class Nemesis:
         wait_for(lambda: try_call(self.p, "primary")[0], 90, "the crashed Primary promotable again")
 
     def run(self, fault: str) -> None:
-        if fault in ("kill-primary", "restart-primary-node"):
-            self.failover(reboot=fault == "restart-primary-node")
+        if fault in ("kill-primary", "restart-primary-node", "kill-primary-cut-one"):
+            self.failover(reboot=fault == "restart-primary-node", cut_one=fault == "kill-primary-cut-one")
         elif fault in ("kill-secondary", "restart-secondary-node"):
             self.kill_secondary(reboot=fault == "restart-secondary-node")
         elif fault == "cut-link":

@@ -41,7 +41,7 @@ def versions(c: Cluster) -> tuple[object, object]:
 def test_old_and_new_replicas_replicate_then_upgrade(tmp_path: Path, protocol: str) -> None:
     (tmp_path / "c").mkdir()
     with cluster(tmp_path / "c", 2, size=SIZE, protocol=protocol) as c:
-        steps = [("1", 1), ("2", 2), ("3", 3), ("4", 4), (None, W.VERSION_MAX)]
+        steps = [("1", 1), ("2", 2), ("3", 3), ("4", 4), ("5", 5), (None, W.VERSION_MAX)]
         for step, (offered, want) in enumerate(steps, start=1):
             c[1].env.pop("HASTACK_BLOCKREPL_WIRE_MAX", None)
             if offered:  # node 1 runs an older release

@@ -172,3 +172,43 @@ def test_an_orderly_stop_empties_the_activity_log_only_after_the_data_is_durable
 
     _on_primary(tmp_path, body)
     assert "save-al []" in calls and "data-sync" in calls[: calls.index("save-al []")], calls
+
+
+class _Peer:
+    """The engine's view of one replicating peer link: records what was sent to it."""
+
+    node_id = 1
+    replicating = True
+    batches = False
+
+    def __init__(self, want: int) -> None:
+        self.sent: list[int] = []
+        self.want, self.all_sent = want, asyncio.Event()
+
+    def send_write(self, wid: int, offset: int, data: bytes | memoryview, fua: bool) -> None:
+        self.sent.append(wid)
+        if len(self.sent) >= self.want:
+            self.all_sent.set()
+
+
+def test_the_settled_id_stays_below_the_oldest_write_a_peer_has_not_acknowledged(tmp_path: Path) -> None:
+    """What a Primary tells its Secondaries (wire version 6): every write up to the settled id
+    reached every peer it was sent to. Acknowledgements arrive out of order; the id may only
+    pass a write once that write is acknowledged."""
+
+    async def body(eng: E.Engine) -> None:
+        peer = _Peer(3)
+        eng.links[1] = peer  # type: ignore[assignment]
+        base = eng.settled_id()
+        done = [_write(eng, i * 4096) for i in range(3)]
+        await asyncio.wait_for(peer.all_sent.wait(), 10)
+        w0, w1, w2 = peer.sent
+        assert eng.settled_id() == base == w0 - 1
+        eng.peer_ack(1, w1)
+        eng.peer_ack(1, w2)
+        assert eng.settled_id() == w0 - 1, "passed a write the peer has not acknowledged"
+        eng.peer_ack(1, w0)
+        assert eng.settled_id() == w2
+        assert [await d for d in done] == [0, 0, 0]
+
+    _on_primary(tmp_path, body)

@@ -62,6 +62,12 @@ CASES = [
     ("restarted-to-inconsistent", side(0, A, disk=CONSISTENT), side(1, A, disk=INCONSISTENT), Policy(), SOURCE,
      False, False),
     ("inconsistent-same", side(0, A, disk=INCONSISTENT), side(1, A), Policy(), TARGET, False, False),
+    # a resync between two replicas interrupted (the source lost its Primary and reconnected):
+    # the Inconsistent one resumes as the target, lower node id and marks or not
+    ("interrupted-resync", side(0, A, changes=3, disk=INCONSISTENT), side(1, A, changes=5), Policy(), TARGET,
+     False, False),
+    ("interrupted-resync-from-outdated", side(0, A, changes=3, disk=INCONSISTENT), side(1, A, changes=1,
+     disk=OUTDATED), Policy(), TARGET, False, False),
     ("diskless-local", side(0, A, disk=DISKLESS), side(1, B, A), Policy(), NONE, False, False),
     ("diskless-peer", side(0, B, A, changes=9), side(1, A, disk=DISKLESS), Policy(), NONE, False, False),
     ("unrelated", side(0, A), side(1, B), Policy(), DISCONNECT, True, False),

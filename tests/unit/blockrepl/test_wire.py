@@ -83,7 +83,8 @@ def test_mutual_auth_and_keys() -> None:
 
 
 def test_version_negotiation() -> None:
-    assert W.negotiate([1, 5]) == W.VERSION_MAX
+    assert W.negotiate([1, W.VERSION_MAX]) == W.VERSION_MAX
+    assert W.negotiate([1, 5]) == 5
     with pytest.raises(W.WireError, match="upgrade"):
         W.negotiate([W.VERSION_MAX + 1, W.VERSION_MAX + 3])
     nonce = os.urandom(32)
