@@ -482,14 +482,8 @@ class PeerLink:
         """This replica is UpToDate and Established with a Primary that the peer (a Secondary)
         says it follows too: the Primary keeps both as they must be (its bitmaps track what
         either misses), so what they marked for each other needs no resync."""
-        if self.engine.sb.disk_state != UP_TO_DATE or self.peer_role == PRIMARY:
-            return False
-        follows = (self.peer_state or {}).get("follows")
-        return any(
-            other is not self and other.peer_role == PRIMARY and other.repl == "Established"
-            and other.proto is not None and other.node_id == follows
-            for other in self.node.links.values()
-        )  # fmt: skip
+        following = self._following() if self.peer_role != PRIMARY else None
+        return following is not None and following == (self.peer_state or {}).get("follows")
 
     def _following(self) -> int | None:
         """The Primary this replica is Established with while UpToDate (None: none)."""
