@@ -443,6 +443,9 @@ class PeerLink:
             self.standalone(d.reason)
             return
         self.split_brain, self.standalone_reason, self.replicated = False, "", True
+        if self.peer_role == PRIMARY:  # a Primary again (alive): its bitmaps cover what any lost link missed
+            for other in self.node.links.values():
+                other.reconcile = None
         if d.action == NONE:
             self.repl = "Established"
             if e.sb.disk_state in (OUTDATED, CONSISTENT) and self.peer_disk == UP_TO_DATE:
@@ -476,6 +479,13 @@ class PeerLink:
             if self.peer_role != PRIMARY and other.peer_role == PRIMARY and other.replicating:
                 return (f"resync from Secondary node {self.node_id} deferred: Primary node {other.node_id} "
                         "replicates to this replica")
+        follows = (self.peer_state or {}).get("follows")
+        if self.peer_role != PRIMARY and follows is not None and follows != self._following():
+            # its data moves on under the resync (the Primary writes to it, not to this replica):
+            # this replica would end UpToDate with blocks older than the Primary's. The Primary's
+            # own bitmap resyncs this replica once they reconnect.
+            return (f"resync from Secondary node {self.node_id} deferred: it follows Primary node {follows}, "
+                    "which this replica must resync from")
         return ""
 
     def _both_follow_one_primary(self) -> bool:
