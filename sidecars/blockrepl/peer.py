@@ -68,7 +68,6 @@ class PeerLink:
         self.unsettled: deque[tuple[int, Iterable[int]]] = deque()
         # connections in a row that ended before replicating (a deferred or refused decision):
         # the dialling side backs off instead of redialling at once
-        self.replicated = False
         self.failed_handshakes = 0
         # (lost Primary, extents) marked for this peer since the handshake: resync once it
         # follows that Primary no more (:meth:`maybe_reconcile`)
@@ -223,7 +222,7 @@ class PeerLink:
         self.peer_state, self.peer_bitmap, self.peer_decision, self.decision = None, bytearray(), None, None
         self.settled_sent = 0
         self.unsettled.clear()
-        self.replicated, self.reconcile = False, None  # the bitmap sent below holds every mark so far
+        self.reconcile = None  # the bitmap sent below holds every mark so far
         self.last_rx = asyncio.get_event_loop().time()
         if self.engine.role == PRIMARY:
             self.engine.hold(f"handshake:{self.node_id}", f"connecting node {self.node_id}", acks=False)
@@ -249,7 +248,7 @@ class PeerLink:
         if lost_primary:
             self._primary_lost(why)
         self.unsettled.clear()
-        self.failed_handshakes = 0 if self.replicated else self.failed_handshakes + 1
+        self.failed_handshakes = 0 if self.repl != "Off" else self.failed_handshakes + 1
         if self.resync_task is not None:
             self.resync_task.cancel()
             self.resync_task = None
@@ -425,7 +424,7 @@ class PeerLink:
         if deferred and self._both_follow_one_primary():  # a resync of nothing: done at once
             log.info("resync skipped", extra=kv(peer=self.node_id, reason="both replicas follow one Primary"))
             self.split_brain, self.standalone_reason = False, ""
-            self.repl, self.progress, self.replicated = "SyncTarget", Progress(total=0), True
+            self.repl, self.progress = "SyncTarget", Progress(total=0)
             assert self.proto is not None
             self.proto.send(self.proto.enc.json(W.RS_DONE, {}))
             return
@@ -442,7 +441,7 @@ class PeerLink:
                 return
             self.standalone(d.reason)
             return
-        self.split_brain, self.standalone_reason, self.replicated = False, "", True
+        self.split_brain, self.standalone_reason = False, ""
         if self.peer_role == PRIMARY:  # a Primary again (alive): its bitmaps cover what any lost link missed
             for other in self.node.links.values():
                 other.reconcile = None
