@@ -5,6 +5,8 @@
  *   check(payload, size, al_extent) -> extents
  *   apply(fd, payload, size) -> count
  *   replies(cookies, structured) -> bytes
+ *   rx_writes(buf, start, end, ftype, seq, mac, size, fd, table, al_extent)
+ *       -> (pos, seq, ids, extents, settled, failed)
  *
  * Nothing here decides policy: scan only frames NBD requests and groups runs of plain writes,
  * check and apply validate a whole batch (apply before writing any of it), replies builds
@@ -252,17 +254,8 @@ out:
     return result;
 }
 
-static PyObject *fast_apply(PyObject *self, PyObject *args) {
-    int fd;
-    Py_buffer view;
-    unsigned long long size;
-    if (!PyArg_ParseTuple(args, "iy*K", &fd, &view, &size))
-        return NULL;
-    const unsigned char *p = (const unsigned char *)view.buf;
-    PyObject *result = NULL;
-    Py_ssize_t n = validate(p, view.len, size);
-    if (n < 0)
-        goto out;
+/* Write a validated batch of n writes to fd: 0, or the errno of the first failure. */
+static int write_all(int fd, const unsigned char *p, Py_ssize_t n) {
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
     const unsigned char *d = p + BATCH_HEAD + BATCH_ENTRY * n;
@@ -288,6 +281,21 @@ static PyObject *fast_apply(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
+    return err;
+}
+
+static PyObject *fast_apply(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer view;
+    unsigned long long size;
+    if (!PyArg_ParseTuple(args, "iy*K", &fd, &view, &size))
+        return NULL;
+    const unsigned char *p = (const unsigned char *)view.buf;
+    PyObject *result = NULL;
+    Py_ssize_t n = validate(p, view.len, size);
+    if (n < 0)
+        goto out;
+    int err = write_all(fd, p, n);
     if (err) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -333,11 +341,148 @@ done:
     return out;
 }
 
+
+/* rx_writes: the WRITES frames at the head of a replication receive buffer (wire.py). */
+#define FRAME_HEAD 32
+#define FRAME_MAGIC 0x4842u
+#define MAC_LEN 16
+
+static int tags_equal(const unsigned char *a, const unsigned char *b) {
+    unsigned char d = 0;
+    for (int i = 0; i < MAC_LEN; i++)
+        d |= a[i] ^ b[i];
+    return d == 0;
+}
+
+/* Whether the frame's tag is right: mac(seq, header, payload) computes it. -1 on a Python error. */
+static int frame_authentic(PyObject *mac, uint64_t seq, const unsigned char *f, Py_ssize_t len) {
+    PyObject *hdr = PyMemoryView_FromMemory((char *)f, FRAME_HEAD, PyBUF_READ);
+    PyObject *body = PyMemoryView_FromMemory((char *)f + FRAME_HEAD, len, PyBUF_READ);
+    PyObject *tag = NULL;
+    int ok = -1;
+    if (hdr != NULL && body != NULL)
+        tag = PyObject_CallFunction(mac, "KOO", (unsigned long long)seq, hdr, body);
+    if (tag != NULL) {
+        char *t;
+        Py_ssize_t n;
+        if (PyBytes_AsStringAndSize(tag, &t, &n) == 0)
+            ok = n == MAC_LEN && tags_equal((const unsigned char *)t, f + FRAME_HEAD + len);
+    }
+    Py_XDECREF(hdr);
+    Py_XDECREF(body);
+    Py_XDECREF(tag);
+    return ok;
+}
+
+/* Every extent in the activity log's table (a dict keyed by extent)? -1 on a Python error. */
+static int all_active(PyObject *table, Extents *x) {
+    for (Py_ssize_t k = 0; k < x->n; k++) {
+        PyObject *e = PyLong_FromUnsignedLongLong(x->v[k]);
+        if (e == NULL)
+            return -1;
+        int in = PyDict_Contains(table, e);
+        Py_DECREF(e);
+        if (in <= 0)
+            return in;
+    }
+    return 1;
+}
+
+static PyObject *fast_rx_writes(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start, end;
+    unsigned long long seq, size, al_extent;
+    unsigned int ftype;
+    int fd;
+    PyObject *mac, *table;
+    if (!PyArg_ParseTuple(args, "y*nnIKOKiO!K", &view, &start, &end, &ftype, &seq, &mac, &size, &fd, &PyDict_Type,
+                          &table, &al_extent))
+        return NULL;
+    PyObject *ids = NULL, *exts = NULL, *failed = Py_None, *result = NULL;
+    long long settled = -1;
+    Extents seen = {NULL, 0, 0};
+    Py_INCREF(failed);
+    if (start < 0 || end > view.len || start > end || al_extent == 0) {
+        PyErr_SetString(PyExc_ValueError, "rx_writes: bad bounds");
+        goto out;
+    }
+    ids = PyList_New(0);
+    exts = PyList_New(0);
+    if (ids == NULL || exts == NULL)
+        goto out;
+    const unsigned char *b = (const unsigned char *)view.buf;
+    Py_ssize_t pos = start, maclen = mac == Py_None ? 0 : MAC_LEN;
+    while (failed == Py_None && end - pos >= FRAME_HEAD) {
+        const unsigned char *f = b + pos;
+        uint64_t len = be32(f + 4), fseq = be64(f + 8), fid = be64(f + 16), off = be64(f + 24);
+        if (be16(f) != FRAME_MAGIC || f[2] != ftype || f[3] != 0 || len > (uint64_t)(end - pos - FRAME_HEAD - maclen))
+            break; /* another frame, flags, or not all here: the frame parser takes it (and any error) */
+        if (fseq != seq + 1)
+            break;
+        if (maclen) {
+            int ok = frame_authentic(mac, fseq, f, (Py_ssize_t)len);
+            if (ok < 0)
+                goto out;
+            if (!ok)
+                break;
+        }
+        const unsigned char *p = f + FRAME_HEAD;
+        Py_ssize_t n = validate(p, (Py_ssize_t)len, size);
+        if (n < 0) {
+            PyErr_Clear();
+            break;
+        }
+        seen.n = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const unsigned char *e = p + BATCH_HEAD + BATCH_ENTRY * i;
+            if (ext_add(&seen, be64(e), be32(e + 8), al_extent) < 0)
+                goto out;
+        }
+        int active = all_active(table, &seen);
+        if (active < 0)
+            goto out;
+        if (!active)
+            break; /* the activity log grows first (persisted): the frame parser's path */
+        PyObject *id = PyLong_FromUnsignedLongLong(fid);
+        PyObject *xt = ext_tuple(&seen);
+        int err = id != NULL && xt != NULL ? write_all(fd, p, n) : 0;
+        pos += FRAME_HEAD + (Py_ssize_t)len + maclen;
+        seq = fseq;
+        settled = (long long)off;
+        if (id == NULL || xt == NULL) {
+            Py_XDECREF(id);
+            Py_XDECREF(xt);
+            goto out;
+        }
+        if (err) {
+            Py_DECREF(failed);
+            failed = Py_BuildValue("(Oi)", id, err);
+        } else if (PyList_Append(ids, id) < 0 || PyList_Append(exts, xt) < 0) {
+            Py_DECREF(id);
+            Py_DECREF(xt);
+            goto out;
+        }
+        Py_DECREF(id);
+        Py_DECREF(xt);
+        if (failed == NULL)
+            goto out;
+    }
+    result = Py_BuildValue("(nKOOLO)", pos, seq, ids, exts, settled, failed);
+out:
+    PyMem_Free(seen.v);
+    Py_XDECREF(ids);
+    Py_XDECREF(exts);
+    Py_XDECREF(failed);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan", fast_scan, METH_VARARGS, "Frame NBD requests; group runs of plain writes into batches."},
     {"check", fast_check, METH_VARARGS, "Validate a write batch; its activity-log extents."},
     {"apply", fast_apply, METH_VARARGS, "Validate a write batch, then write it to fd."},
     {"replies", fast_replies, METH_VARARGS, "Success replies for the given cookies."},
+    {"rx_writes", fast_rx_writes, METH_VARARGS, "Authenticate, check and write the WRITES frames at a buffer's head."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -31,6 +31,10 @@ class ActivityLog:
     def active(self) -> list[int]:
         return list(self._lru)
 
+    def table(self) -> dict[int, int]:
+        """The active extents (keys; values: writes in flight), for compiled checks: read only."""
+        return self._lru
+
     def missing(self, offset: int, length: int) -> set[int]:
         return {e for e in extents(offset, length) if e not in self._lru}
 

@@ -33,7 +33,6 @@ from typing import Any
 
 from hastack_blockrepl import iozero
 from hastack_blockrepl import nbdproto as P
-from hastack_blockrepl.wire import unpack_ids
 
 HEAD = struct.Struct(">II")
 ENTRY = struct.Struct(">QII")
@@ -144,10 +143,11 @@ def py_apply(fd: int, payload: bytes | memoryview, size: int) -> int:
 def py_replies(cookies: bytes, structured: bool) -> bytes:
     if len(cookies) % 8:
         raise ValueError("cookies are 8 bytes each")
-    return b"".join(P.reply(c, 0, structured) for c in unpack_ids(cookies))
+    return b"".join(P.reply(c, 0, structured) for (c,) in struct.iter_unpack(">Q", cookies))
 
 
 scan, check, apply, replies = py_scan, py_check, py_apply, py_replies
+rx_writes: Any = None  # compiled only: the frame parser is its reference (wire.Decoder.take_writes)
 COMPILED = False
 if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for comparisons
     try:
@@ -157,3 +157,5 @@ if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for co
     else:
         scan, check, apply, replies = _fast.scan, _fast.check, _fast.apply, _fast.replies
         COMPILED = True
+        if os.environ.get("HASTACK_BLOCKREPL_COMPILED_FRAMES", "1") != "0":  # 0: for A/B runs
+            rx_writes = _fast.rx_writes

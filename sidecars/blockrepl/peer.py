@@ -550,6 +550,45 @@ class PeerLink:
                 if self.proto is not None:
                     self.proto.send(self.proto.enc.encode(many, W.pack_ids(ids)))
 
+    def take_writes(self, dec: W.Decoder) -> None:
+        """The compiled path for what a Secondary receives most, the WRITES frames at the head
+        of the receive buffer (``Decoder.take_writes``), with the same effect as
+        :meth:`on_frame` on each; it stops at anything else (the frame parser takes the rest),
+        and is not taken before the connection decided, from a peer that is not Primary, below
+        wire version 6, or without a disk."""
+        e = self.engine
+        if self.decision is None or self.proto is None or self.proto.version < W.VERSION_SETTLED or e.diskless():
+            return
+        if self.peer_role != PRIMARY and (self.peer_state or {}).get("role") != PRIMARY:
+            return
+        took = dec.take_writes(W.WRITES, e.size, e.fd, e.al.table())
+        if took is None:
+            return
+        ids, exts, settled, failed = took
+        if settled < 0:
+            return
+        self.last_rx = e.loop.time()
+        acks = self.acks[W.ACK_RECV if e.cfg.net.protocol == "B" else W.ACK_WRITE]
+        acks.extend(ids)
+        self.unsettled.extend(zip(ids, exts, strict=True))
+        # as on_frame's settle-then-append per frame: ids and settled ids both grow, and a write's
+        # id is above the settled id it carries
+        self._settle(settled)
+        if failed is not None:
+            fid, err = failed
+            if e.cfg.net.protocol == "B":
+                acks.append(fid)
+            self._write_failed(fid, OSError(err, os.strerror(err)))
+
+    def _write_failed(self, fid: int, exc: OSError) -> None:
+        """A replicated write could not be written here: detach, and tell the Primary."""
+        assert self.proto is not None
+        e = self.engine
+        if not e.diskless():
+            e.io_error("replicated write", exc)
+            e.detach(f"replicated write error: {exc}")
+        self.proto.send(self.proto.enc.encode(W.NACK, b"write", id=fid))
+
     def on_frame(self, f: W.Frame) -> None:
         assert self.proto is not None
         self.last_rx = self.engine.loop.time()
@@ -577,10 +616,7 @@ class PeerLink:
                 if settles:
                     self.unsettled.append((f.id, exts))
             except OSError as exc:
-                if not e.diskless():
-                    e.io_error("replicated write", exc)
-                    e.detach(f"replicated write error: {exc}")
-                self.proto.send(self.proto.enc.encode(W.NACK, b"write", id=f.id))
+                self._write_failed(f.id, exc)
                 return
             if f.flags & W.F_FUA:
                 e.spawn(self._sync_then(W.ACK_WRITE, f.id, e.cfg.net.protocol != "B"))

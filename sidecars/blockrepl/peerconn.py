@@ -133,7 +133,10 @@ class LinkProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
-            for f in self.dec.updated(nbytes):
+            self.dec.rx.updated(nbytes)
+            if self.link is not None:
+                self.link.take_writes(self.dec)
+            for f in self.dec.frames():
                 if self.link is not None:
                     self.link.on_frame(f)
                 else:

@@ -49,7 +49,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hastack_blockrepl import fastpath
 from hastack_blockrepl.rxbuf import BIG, RxBuffer
+from hastack_common.config_blockrepl import AL_EXTENT
 
 MAGIC = 0x4842  # "HB"
 HEADER = struct.Struct(">HBBIQQQ")  # magic, type, flags, length, seq, id, offset
@@ -257,8 +259,27 @@ class Decoder:
         return ftype, flags, seq, fid, offset
 
     def updated(self, n: int) -> Iterator[Frame]:
+        self.rx.updated(n)
+        return self.frames()
+
+    def take_writes(self, ftype: int, size: int, fd: int, table: dict[int, int]) -> tuple[Any, ...] | None:
+        """The compiled path for the frames a Secondary gets most: the whole WRITES frames of
+        type ``ftype`` at the head of the buffer, authenticated, checked and written to ``fd``
+        (``fastpath.rx_writes``) while every extent they touch is in the activity log's
+        ``table``. Returns ``(ids, extents, settled, failed)`` and moves past them; None when
+        there is no compiled path. :meth:`frames` takes the rest (and reports any error)."""
         rx = self.rx
-        rx.updated(n)
+        if fastpath.rx_writes is None or rx.big is not None:
+            return None
+        pos, self.seq, ids, exts, settled, failed = fastpath.rx_writes(
+            rx.buf, rx.start, rx.end, ftype, self.seq, self._mac, size, fd, table, AL_EXTENT
+        )
+        rx.start = pos
+        return ids, exts, settled, failed
+
+    def frames(self) -> Iterator[Frame]:
+        """The complete frames in the buffer (a large one once all of it is here)."""
+        rx = self.rx
         if rx.big is not None:
             if not rx.big_done():
                 return
