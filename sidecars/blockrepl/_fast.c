@@ -7,6 +7,7 @@
  *   replies(cookies, structured) -> bytes
  *   rx_writes(buf, start, end, ftype, seq, mac, size, fd, table, al_extent)
  *       -> (pos, seq, ids, extents, settled, failed)
+ *   rx_acks(buf, start, end, type_a, type_b, seq, mac) -> (pos, seq, ids)
  *
  * Nothing here decides policy: scan only frames NBD requests and groups runs of plain writes,
  * check and apply validate a whole batch (apply before writing any of it), replies builds
@@ -388,6 +389,71 @@ static int all_active(PyObject *table, Extents *x) {
     return 1;
 }
 
+/* The frame at f (end - pos bytes available) if it is whole, of type a or b, without flags,
+ * the next in sequence and authentic: its payload length; -1 to stop there (the frame parser
+ * takes it); -2 on a Python error. */
+static Py_ssize_t next_frame(const unsigned char *f, Py_ssize_t avail, unsigned int a, unsigned int b,
+                             uint64_t seq, PyObject *mac) {
+    Py_ssize_t maclen = mac == Py_None ? 0 : MAC_LEN;
+    if (avail < FRAME_HEAD + maclen)
+        return -1;
+    uint64_t len = be32(f + 4);
+    if (be16(f) != FRAME_MAGIC || (f[2] != a && f[2] != b) || f[3] != 0 ||
+        len > (uint64_t)(avail - FRAME_HEAD - maclen))
+        return -1;
+    if (be64(f + 8) != seq + 1)
+        return -1;
+    if (maclen) {
+        int ok = frame_authentic(mac, seq + 1, f, (Py_ssize_t)len);
+        if (ok <= 0)
+            return ok < 0 ? -2 : -1;
+    }
+    return (Py_ssize_t)len;
+}
+
+static PyObject *fast_rx_acks(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start, end;
+    unsigned long long seq;
+    unsigned int a, b;
+    PyObject *mac;
+    if (!PyArg_ParseTuple(args, "y*nnIIKO", &view, &start, &end, &a, &b, &seq, &mac))
+        return NULL;
+    PyObject *ids = NULL, *result = NULL;
+    if (start < 0 || end > view.len || start > end) {
+        PyErr_SetString(PyExc_ValueError, "rx_acks: bad bounds");
+        goto out;
+    }
+    ids = PyList_New(0);
+    if (ids == NULL)
+        goto out;
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    Py_ssize_t pos = start, maclen = mac == Py_None ? 0 : MAC_LEN;
+    for (;;) {
+        const unsigned char *f = buf + pos;
+        Py_ssize_t len = next_frame(f, end - pos, a, b, seq, mac);
+        if (len == -2)
+            goto out;
+        if (len < 0 || len % 8)
+            break;
+        for (Py_ssize_t k = 0; k < len; k += 8) {
+            PyObject *id = PyLong_FromUnsignedLongLong(be64(f + FRAME_HEAD + k));
+            if (id == NULL || PyList_Append(ids, id) < 0) {
+                Py_XDECREF(id);
+                goto out;
+            }
+            Py_DECREF(id);
+        }
+        pos += FRAME_HEAD + len + maclen;
+        seq++;
+    }
+    result = Py_BuildValue("(nKO)", pos, seq, ids);
+out:
+    Py_XDECREF(ids);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyObject *fast_rx_writes(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t start, end;
@@ -414,20 +480,14 @@ static PyObject *fast_rx_writes(PyObject *self, PyObject *args) {
     Py_ssize_t pos = start, maclen = mac == Py_None ? 0 : MAC_LEN;
     while (failed == Py_None && end - pos >= FRAME_HEAD) {
         const unsigned char *f = b + pos;
-        uint64_t len = be32(f + 4), fseq = be64(f + 8), fid = be64(f + 16), off = be64(f + 24);
-        if (be16(f) != FRAME_MAGIC || f[2] != ftype || f[3] != 0 || len > (uint64_t)(end - pos - FRAME_HEAD - maclen))
-            break; /* another frame, flags, or not all here: the frame parser takes it (and any error) */
-        if (fseq != seq + 1)
-            break;
-        if (maclen) {
-            int ok = frame_authentic(mac, fseq, f, (Py_ssize_t)len);
-            if (ok < 0)
-                goto out;
-            if (!ok)
-                break;
-        }
+        Py_ssize_t len = next_frame(f, end - pos, ftype, ftype, seq, mac);
+        if (len == -2)
+            goto out;
+        if (len < 0)
+            break; /* another frame, flags, not all here, forged or out of sequence: the parser's */
+        uint64_t fseq = seq + 1, fid = be64(f + 16), off = be64(f + 24);
         const unsigned char *p = f + FRAME_HEAD;
-        Py_ssize_t n = validate(p, (Py_ssize_t)len, size);
+        Py_ssize_t n = validate(p, len, size);
         if (n < 0) {
             PyErr_Clear();
             break;
@@ -446,7 +506,7 @@ static PyObject *fast_rx_writes(PyObject *self, PyObject *args) {
         PyObject *id = PyLong_FromUnsignedLongLong(fid);
         PyObject *xt = ext_tuple(&seen);
         int err = id != NULL && xt != NULL ? write_all(fd, p, n) : 0;
-        pos += FRAME_HEAD + (Py_ssize_t)len + maclen;
+        pos += FRAME_HEAD + len + maclen;
         seq = fseq;
         settled = (long long)off;
         if (id == NULL || xt == NULL) {
@@ -482,6 +542,7 @@ static PyMethodDef methods[] = {
     {"check", fast_check, METH_VARARGS, "Validate a write batch; its activity-log extents."},
     {"apply", fast_apply, METH_VARARGS, "Validate a write batch, then write it to fd."},
     {"replies", fast_replies, METH_VARARGS, "Success replies for the given cookies."},
+    {"rx_acks", fast_rx_acks, METH_VARARGS, "The ids of the acknowledgement frames at a buffer's head."},
     {"rx_writes", fast_rx_writes, METH_VARARGS, "Authenticate, check and write the WRITES frames at a buffer's head."},
     {NULL, NULL, 0, NULL},
 };

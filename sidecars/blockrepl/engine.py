@@ -84,6 +84,7 @@ class Engine:
         self._idle = asyncio.Event()
         self._idle.set()
         self.loop = asyncio.get_event_loop()
+        self._after_read: list[Callable[[], None]] | None = None
 
     # ---- start-up -------------------------------------------------------------------------
     def load(self) -> None:
@@ -189,6 +190,24 @@ class Engine:
         p.answered = True
         self.m.latency(p.op, time.perf_counter() - p.t0, p.count)
         self.gate.answer(p.done, err)
+
+    # ---- one socket read's work ------------------------------------------------------------
+    def read_begins(self) -> None:
+        """A replication connection's read is being handled: what it completes (client replies)
+        is sent once at its end (:meth:`read_ends`), not one event-loop turn later."""
+        self._after_read = []
+
+    def read_ends(self) -> None:
+        hooks, self._after_read = self._after_read, None
+        for hook in hooks or ():
+            hook()
+
+    def after_read(self, hook: Callable[[], None]) -> bool:
+        """Run ``hook`` at the end of the read being handled; False when there is none."""
+        if self._after_read is None:
+            return False
+        self._after_read.append(hook)
+        return True
 
     # ---- back-pressure --------------------------------------------------------------------
     def congested(self) -> bool:

@@ -241,7 +241,8 @@ class NbdConnection(asyncio.BufferedProtocol):
     def _schedule_flush(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.engine.loop.call_soon(self._flush_out)
+            if not self.engine.after_read(self._flush_out):
+                self.engine.loop.call_soon(self._flush_out)
 
     def _flush_out(self) -> None:
         self.flush_scheduled = False

@@ -550,6 +550,23 @@ class PeerLink:
                 if self.proto is not None:
                     self.proto.send(self.proto.enc.encode(many, W.pack_ids(ids)))
 
+    def take_frames(self, dec: W.Decoder) -> None:
+        """The compiled paths for the frames of a replicated write, before the frame parser."""
+        if self.engine.role == PRIMARY:
+            self.take_acks(dec)
+        else:
+            self.take_writes(dec)
+
+    def take_acks(self, dec: W.Decoder) -> None:
+        """A Primary's acknowledgements at the head of the receive buffer, as :meth:`on_frame`
+        takes them."""
+        ids = dec.take_acks(W.ACK_RECVS, W.ACK_WRITES)
+        if ids:
+            e = self.engine
+            self.last_rx = e.loop.time()
+            for wid in ids:
+                e.peer_ack(self.node_id, wid)
+
     def take_writes(self, dec: W.Decoder) -> None:
         """The compiled path for what a Secondary receives most, the WRITES frames at the head
         of the receive buffer (``Decoder.take_writes``), with the same effect as

@@ -60,6 +60,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self.q: SendQueue | None = None
         self.version = W.VERSION_MIN
         self.flush_scheduled = False
+        self.reading = False  # in buffer_updated, which flushes at its end
         loop = asyncio.get_event_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.ready: asyncio.Future[None] = loop.create_future()  # authenticated, or closed
@@ -110,7 +111,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
             return
         if self.q.add(parts) >= BIG or now:
             self.q.flush()
-        elif not self.flush_scheduled:
+        elif not self.flush_scheduled and not self.reading:
             self.flush_scheduled = True
             self.node.engine.loop.call_soon(self.flush)
 
@@ -132,10 +133,12 @@ class LinkProtocol(asyncio.BufferedProtocol):
         return None
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.reading = True
+        self.node.engine.read_begins()
         try:
             self.dec.rx.updated(nbytes)
             if self.link is not None:
-                self.link.take_writes(self.dec)
+                self.link.take_frames(self.dec)
             for f in self.dec.frames():
                 if self.link is not None:
                     self.link.on_frame(f)
@@ -150,9 +153,14 @@ class LinkProtocol(asyncio.BufferedProtocol):
         except (W.WireError, ValueError, KeyError, TypeError) as exc:
             log.warning("malformed replication traffic", extra=kv(peer=self.peer_id, error=str(exc)))
             self.abort(str(exc))
-        if self.link is not None:
-            self.link.flush_acks()
-        self.flush()
+        finally:
+            self.reading = False
+            try:
+                if self.link is not None:
+                    self.link.flush_acks()
+                self.flush()  # what handling the read queued: one send, no extra event-loop turn
+            finally:
+                self.node.engine.read_ends()  # the client replies it completed
         self._set_lowat(self.dec.rx.big_missing())
 
     def _set_lowat(self, missing: int) -> None:

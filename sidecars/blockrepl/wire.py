@@ -277,6 +277,16 @@ class Decoder:
         rx.start = pos
         return ids, exts, settled, failed
 
+    def take_acks(self, a: int, b: int) -> list[int] | None:
+        """The compiled path for what a Primary receives most: the ids of the whole
+        acknowledgement frames (types ``a`` or ``b``, id lists) at the head of the buffer,
+        authenticated; moves past them. None when there is no compiled path."""
+        rx = self.rx
+        if fastpath.rx_acks is None or rx.big is not None:
+            return None
+        rx.start, self.seq, ids = fastpath.rx_acks(rx.buf, rx.start, rx.end, a, b, self.seq, self._mac)
+        return ids
+
     def frames(self) -> Iterator[Frame]:
         """The complete frames in the buffer (a large one once all of it is here)."""
         rx = self.rx

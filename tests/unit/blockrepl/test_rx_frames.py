@@ -1,9 +1,10 @@
-"""The compiled receive path of a Secondary (``Decoder.take_writes``, ``_fast.rx_writes``)
-against the frame parser it shortcuts: on any stream of frames — well-formed write batches,
-other frames, flags, bad batches, forged tags, lost frames, extents outside the activity log,
-a cut anywhere — it takes exactly the leading frames the parser would hand over as plain
-WRITES whose extents are all active, writes exactly what they carry, and leaves the rest (and
-every error) to the parser."""
+"""The compiled receive paths (``Decoder.take_writes`` and ``take_acks``, ``_fast.rx_writes``
+and ``rx_acks``) against the frame parser they shortcut. A Secondary's: on any stream of
+frames — well-formed write batches, other frames, flags, bad batches, forged tags, lost
+frames, extents outside the activity log, a cut anywhere, with and without a key — it takes
+exactly the leading frames the parser would hand over as plain WRITES whose extents are all
+active, writes exactly what they carry, and leaves the rest (and every error) to the parser.
+A Primary's: exactly the ids of the leading acknowledgement frames."""
 
 from __future__ import annotations
 
@@ -38,10 +39,11 @@ frames = st.tuples(
     st.sampled_from(["writes"] * 6 + ["other", "fua", "bad-batch", "forged", "lost", "beyond"]),
     writes,
 )
+keys = st.sampled_from([KEY, KEY, None])
 
 
-def encode(specs: list[tuple[str, list[tuple[int, int]]]]) -> bytes:
-    enc, out = W.Encoder(KEY, 6), []
+def encode(specs: list[tuple[str, list[tuple[int, int]]]], key: bytes | None = KEY) -> bytes:
+    enc, out = W.Encoder(key, 6), []
     for i, (kind, drawn) in enumerate(specs):
         payload = batch([(o, min(n, SIZE - o)) for o, n in drawn], i)
         if kind == "bad-batch":
@@ -87,11 +89,12 @@ def eligible(frame: tuple[int, int, int, int, bytes], table: dict[int, int]) -> 
     specs=st.lists(frames, max_size=8),
     cut=st.one_of(st.none(), st.integers(0, 10**6)),
     active=st.sets(st.integers(0, SIZE // AL - 1)),
+    key=keys,
 )
 def test_take_writes_takes_what_the_frame_parser_would_hand_over_and_no_more(
-    specs: list[tuple[str, list[tuple[int, int]]]], cut: int | None, active: set[int]
+    specs: list[tuple[str, list[tuple[int, int]]]], cut: int | None, active: set[int], key: bytes | None
 ) -> None:
-    stream = encode(specs)
+    stream = encode(specs, key)
     if cut is not None:  # the last frame still arriving
         stream = stream[: cut % (len(stream) + 1)]
     table = {x: 0 for x in active}
@@ -102,7 +105,7 @@ def test_take_writes_takes_what_the_frame_parser_would_hand_over_and_no_more(
                 f.truncate(SIZE)
         fd, rfd = os.open(disk, os.O_RDWR), os.open(ref, os.O_RDWR)
         try:
-            fast, plain = W.Decoder(KEY, version=6), W.Decoder(KEY, version=6)
+            fast, plain = W.Decoder(key, version=6), W.Decoder(key, version=6)
             for dec in (fast, plain):
                 dec.rx.get_buffer()[: len(stream)] = stream
                 dec.rx.updated(len(stream))
@@ -146,3 +149,46 @@ def test_a_write_that_fails_is_reported_after_the_ones_that_landed() -> None:
     assert ids == [] and failed == (100, errno.EBADF) and settled == 90
     rest, error = drain(dec)  # the failed frame is consumed; the parser goes on after it
     assert [f[2] for f in rest] == [101, 102] and error is None
+
+
+acks = st.lists(
+    st.tuples(
+        st.sampled_from(["writes", "recvs", "recvs", "other", "odd", "forged", "lost", "fua"]), st.integers(0, 3)
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs=acks, cut=st.one_of(st.none(), st.integers(0, 10**6)), key=keys)
+def test_take_acks_takes_the_ids_the_frame_parser_would_hand_over(
+    specs: list[tuple[str, int]], cut: int | None, key: bytes | None
+) -> None:
+    enc, parts = W.Encoder(key, 6), []
+    for i, (kind, n) in enumerate(specs):
+        ftype = {"writes": W.ACK_WRITES, "other": W.ACK_WRITE}.get(kind, W.ACK_RECVS)
+        payload = W.pack_ids([1000 * i + k for k in range(n)]) + (b"x" if kind == "odd" else b"")
+        if kind == "lost":
+            enc.seq += 1
+        frame = b"".join(bytes(p) for p in enc.encode(ftype, payload, flags=W.F_FUA if kind == "fua" else 0, id=i))
+        parts.append(frame[:-1] + bytes([frame[-1] ^ 1]) if kind == "forged" else frame)
+    stream = b"".join(parts)
+    if cut is not None:
+        stream = stream[: cut % (len(stream) + 1)]
+    fast, plain = W.Decoder(key, version=6), W.Decoder(key, version=6)
+    for dec in (fast, plain):
+        dec.rx.get_buffer()[: len(stream)] = stream
+        dec.rx.updated(len(stream))
+    ids = fast.take_acks(W.ACK_RECVS, W.ACK_WRITES)
+    assert ids is not None
+    rest, fast_error = drain(fast)
+    everything, error = drain(plain)
+
+    def eligible(f: tuple[int, int, int, int, bytes]) -> bool:
+        return f[0] in (W.ACK_RECVS, W.ACK_WRITES) and not f[1] and len(f[4]) % 8 == 0
+
+    n = len(everything) - len(rest)
+    assert rest == everything[n:] and fast_error is error
+    assert all(eligible(f) for f in everything[:n])
+    assert n == len(everything) or not eligible(everything[n])
+    assert ids == [i for f in everything[:n] for i in W.unpack_ids(f[4])]
