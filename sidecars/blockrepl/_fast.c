@@ -8,6 +8,9 @@
  *   rx_writes(buf, start, end, ftype, seq, mac, size, fd, table, al_extent)
  *       -> (pos, seq, ids, extents, settled, failed)
  *   rx_acks(buf, start, end, type_a, type_b, seq, mac) -> (pos, seq, ids)
+ *   serve_writes(sock, buf, start, end, ftype, seq, mac, size, fd, table, al_extent,
+ *                ack_type, enc_seq, enc_mac, watch_fd, budget_s, max_frames)
+ *       -> (start, end, seq, enc_seq, ids, extents, settled, failed, unsent, why)
  *
  * Nothing here decides policy: scan only frames NBD requests and groups runs of plain writes,
  * check and apply validate a whole batch (apply before writing any of it), replies builds
@@ -16,8 +19,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REQ_SIZE 28
@@ -347,6 +353,7 @@ done:
 #define FRAME_HEAD 32
 #define FRAME_MAGIC 0x4842u
 #define MAC_LEN 16
+#define MIN_SERVE_BUFFER (256 << 10)
 
 static int tags_equal(const unsigned char *a, const unsigned char *b) {
     unsigned char d = 0;
@@ -454,6 +461,82 @@ out:
     return result;
 }
 
+/* What a run of WRITES frames did: their ids and extents (lists), the last settled id carried,
+ * a write that failed (None or (id, errno)), the decoder's sequence number. */
+typedef struct {
+    PyObject *ids, *exts, *failed;
+    long long settled;
+    uint64_t seq;
+} Taken;
+
+/* Take the WRITES frames at b[*pos:end] that the frame parser would hand over as plain writes
+ * of type ftype whose extents are all in the activity log's table: authenticate, check, write.
+ * Stops before anything else, and after a write that failed. 0, or -1 on a Python error. */
+static int take_writes(const unsigned char *b, Py_ssize_t *pos, Py_ssize_t end, unsigned int ftype, PyObject *mac,
+                       uint64_t size, int fd, PyObject *table, uint64_t al_extent, Taken *t, Extents *seen) {
+    Py_ssize_t maclen = mac == Py_None ? 0 : MAC_LEN;
+    while (t->failed == Py_None && end - *pos >= FRAME_HEAD) {
+        const unsigned char *f = b + *pos;
+        Py_ssize_t len = next_frame(f, end - *pos, ftype, ftype, t->seq, mac);
+        if (len == -2)
+            return -1;
+        if (len < 0)
+            break; /* another frame, flags, not all here, forged or out of sequence: the parser's */
+        const unsigned char *p = f + FRAME_HEAD;
+        Py_ssize_t n = validate(p, len, size);
+        if (n < 0) {
+            PyErr_Clear();
+            break;
+        }
+        seen->n = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const unsigned char *e = p + BATCH_HEAD + BATCH_ENTRY * i;
+            if (ext_add(seen, be64(e), be32(e + 8), al_extent) < 0)
+                return -1;
+        }
+        int active = all_active(table, seen);
+        if (active < 0)
+            return -1;
+        if (!active)
+            break; /* the activity log grows first (persisted): the frame parser's path */
+        PyObject *id = PyLong_FromUnsignedLongLong(be64(f + 16));
+        PyObject *xt = ext_tuple(seen);
+        int err = id != NULL && xt != NULL ? write_all(fd, p, n) : 0;
+        *pos += FRAME_HEAD + len + maclen;
+        t->seq++;
+        t->settled = (long long)be64(f + 24);
+        int bad = id == NULL || xt == NULL;
+        if (!bad && err) {
+            Py_DECREF(t->failed);
+            t->failed = Py_BuildValue("(Oi)", id, err);
+            bad = t->failed == NULL;
+        } else if (!bad) {
+            bad = PyList_Append(t->ids, id) < 0 || PyList_Append(t->exts, xt) < 0;
+        }
+        Py_XDECREF(id);
+        Py_XDECREF(xt);
+        if (bad)
+            return -1;
+    }
+    return 0;
+}
+
+static int taken_init(Taken *t, uint64_t seq) {
+    t->ids = PyList_New(0);
+    t->exts = PyList_New(0);
+    t->failed = Py_None;
+    Py_INCREF(Py_None);
+    t->settled = -1;
+    t->seq = seq;
+    return t->ids != NULL && t->exts != NULL ? 0 : -1;
+}
+
+static void taken_clear(Taken *t) {
+    Py_XDECREF(t->ids);
+    Py_XDECREF(t->exts);
+    Py_XDECREF(t->failed);
+}
+
 static PyObject *fast_rx_writes(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t start, end;
@@ -464,75 +547,205 @@ static PyObject *fast_rx_writes(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*nnIKOKiO!K", &view, &start, &end, &ftype, &seq, &mac, &size, &fd, &PyDict_Type,
                           &table, &al_extent))
         return NULL;
-    PyObject *ids = NULL, *exts = NULL, *failed = Py_None, *result = NULL;
-    long long settled = -1;
+    PyObject *result = NULL;
     Extents seen = {NULL, 0, 0};
-    Py_INCREF(failed);
+    Taken t;
+    if (taken_init(&t, seq) < 0)
+        goto out;
     if (start < 0 || end > view.len || start > end || al_extent == 0) {
         PyErr_SetString(PyExc_ValueError, "rx_writes: bad bounds");
         goto out;
     }
-    ids = PyList_New(0);
-    exts = PyList_New(0);
-    if (ids == NULL || exts == NULL)
-        goto out;
-    const unsigned char *b = (const unsigned char *)view.buf;
-    Py_ssize_t pos = start, maclen = mac == Py_None ? 0 : MAC_LEN;
-    while (failed == Py_None && end - pos >= FRAME_HEAD) {
-        const unsigned char *f = b + pos;
-        Py_ssize_t len = next_frame(f, end - pos, ftype, ftype, seq, mac);
-        if (len == -2)
-            goto out;
-        if (len < 0)
-            break; /* another frame, flags, not all here, forged or out of sequence: the parser's */
-        uint64_t fseq = seq + 1, fid = be64(f + 16), off = be64(f + 24);
-        const unsigned char *p = f + FRAME_HEAD;
-        Py_ssize_t n = validate(p, len, size);
-        if (n < 0) {
-            PyErr_Clear();
-            break;
-        }
-        seen.n = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            const unsigned char *e = p + BATCH_HEAD + BATCH_ENTRY * i;
-            if (ext_add(&seen, be64(e), be32(e + 8), al_extent) < 0)
-                goto out;
-        }
-        int active = all_active(table, &seen);
-        if (active < 0)
-            goto out;
-        if (!active)
-            break; /* the activity log grows first (persisted): the frame parser's path */
-        PyObject *id = PyLong_FromUnsignedLongLong(fid);
-        PyObject *xt = ext_tuple(&seen);
-        int err = id != NULL && xt != NULL ? write_all(fd, p, n) : 0;
-        pos += FRAME_HEAD + len + maclen;
-        seq = fseq;
-        settled = (long long)off;
-        if (id == NULL || xt == NULL) {
-            Py_XDECREF(id);
-            Py_XDECREF(xt);
-            goto out;
-        }
-        if (err) {
-            Py_DECREF(failed);
-            failed = Py_BuildValue("(Oi)", id, err);
-        } else if (PyList_Append(ids, id) < 0 || PyList_Append(exts, xt) < 0) {
-            Py_DECREF(id);
-            Py_DECREF(xt);
-            goto out;
-        }
-        Py_DECREF(id);
-        Py_DECREF(xt);
-        if (failed == NULL)
-            goto out;
-    }
-    result = Py_BuildValue("(nKOOLO)", pos, seq, ids, exts, settled, failed);
+    Py_ssize_t pos = start;
+    if (take_writes(view.buf, &pos, end, ftype, mac, size, fd, table, al_extent, &t, &seen) == 0)
+        result = Py_BuildValue("(nKOOLO)", pos, t.seq, t.ids, t.exts, t.settled, t.failed);
 out:
     PyMem_Free(seen.v);
-    Py_XDECREF(ids);
-    Py_XDECREF(exts);
-    Py_XDECREF(failed);
+    taken_clear(&t);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* One acknowledgement frame for ids[from:] of type ack_type, sequence number seq: header |
+ * ids | tag (mac(seq, header, ids) unless mac is None). A new bytes object, or NULL. */
+static PyObject *ack_frame(PyObject *ids, Py_ssize_t from, unsigned int ack_type, uint64_t seq, PyObject *mac) {
+    Py_ssize_t n = PyList_GET_SIZE(ids) - from, maclen = mac == Py_None ? 0 : MAC_LEN;
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, FRAME_HEAD + 8 * n + maclen);
+    if (frame == NULL)
+        return NULL;
+    unsigned char *f = (unsigned char *)PyBytes_AS_STRING(frame);
+    memset(f, 0, FRAME_HEAD);
+    f[0] = FRAME_MAGIC >> 8;
+    f[1] = FRAME_MAGIC & 0xff;
+    f[2] = (unsigned char)ack_type;
+    put32(f + 4, (uint32_t)(8 * n));
+    put64(f + 8, seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long id = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ids, from + i));
+        if (id == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(frame);
+            return NULL;
+        }
+        put64(f + FRAME_HEAD + 8 * i, id);
+    }
+    if (maclen) {
+        PyObject *hdr = PyMemoryView_FromMemory((char *)f, FRAME_HEAD, PyBUF_READ);
+        PyObject *body = PyMemoryView_FromMemory((char *)f + FRAME_HEAD, 8 * n, PyBUF_READ);
+        PyObject *tag = hdr && body ? PyObject_CallFunction(mac, "KOO", (unsigned long long)seq, hdr, body) : NULL;
+        char *tp = NULL;
+        Py_ssize_t tn = 0;
+        int ok = tag != NULL && PyBytes_AsStringAndSize(tag, &tp, &tn) == 0 && tn == MAC_LEN;
+        if (ok)
+            memcpy(f + FRAME_HEAD + 8 * n, tp, MAC_LEN);
+        else if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "frame MAC of the wrong length");
+        Py_XDECREF(hdr);
+        Py_XDECREF(body);
+        Py_XDECREF(tag);
+        if (!ok) {
+            Py_DECREF(frame);
+            return NULL;
+        }
+    }
+    return frame;
+}
+
+/* Send as much of data[*off:] as the socket takes now; -1 with errno on a failure other than
+ * a full socket. */
+static int send_some(int sock, const char *data, Py_ssize_t len, Py_ssize_t *off) {
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (*off < len) {
+        ssize_t w = send(sock, data + *off, (size_t)(len - *off), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                rc = -1;
+            break;
+        }
+        *off += w;
+    }
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* serve_writes: a Secondary's steady state without the event loop (see peer.py, serve). */
+static PyObject *fast_serve_writes(PyObject *self, PyObject *args) {
+    int sock, fd, watch;
+    Py_buffer view;
+    Py_ssize_t start, end, max_frames;
+    unsigned int ftype, ack_type;
+    unsigned long long seq, size, al_extent, enc_seq;
+    PyObject *mac, *table, *enc_mac;
+    double budget;
+    if (!PyArg_ParseTuple(args, "iw*nnIKOKiO!KIKOidn", &sock, &view, &start, &end, &ftype, &seq, &mac, &size, &fd,
+                          &PyDict_Type, &table, &al_extent, &ack_type, &enc_seq, &enc_mac, &watch, &budget,
+                          &max_frames))
+        return NULL;
+    PyObject *result = NULL, *unsent = NULL;
+    const char *why = "budget";
+    Extents seen = {NULL, 0, 0};
+    Taken t;
+    if (taken_init(&t, seq) < 0)
+        goto out;
+    if (start < 0 || end > view.len || start > end || al_extent == 0 || view.len < MIN_SERVE_BUFFER) {
+        PyErr_SetString(PyExc_ValueError, "serve_writes: bad bounds");
+        goto out;
+    }
+    unsigned char *b = view.buf;
+    Py_ssize_t maclen = mac == Py_None ? 0 : MAC_LEN;
+    double deadline = now_s() + budget;
+    for (;;) {
+        Py_ssize_t before = PyList_GET_SIZE(t.ids);
+        if (take_writes(b, &start, end, ftype, mac, size, fd, table, al_extent, &t, &seen) < 0)
+            goto out;
+        if (PyList_GET_SIZE(t.ids) > before) {
+            PyObject *frame = ack_frame(t.ids, before, ack_type, enc_seq + 1, enc_mac);
+            if (frame == NULL)
+                goto out;
+            enc_seq++;
+            Py_ssize_t off = 0, len = PyBytes_GET_SIZE(frame);
+            int rc = send_some(sock, PyBytes_AS_STRING(frame), len, &off);
+            if (off < len) {
+                unsent = PyBytes_FromStringAndSize(PyBytes_AS_STRING(frame) + off, len - off);
+                Py_DECREF(frame);
+                why = rc < 0 ? "closed" : "blocked";
+                break;
+            }
+            Py_DECREF(frame);
+        }
+        if (t.failed != Py_None) {
+            why = "failed";
+            break;
+        }
+        Py_ssize_t need = FRAME_HEAD + maclen; /* bytes the frame at the head needs */
+        if (end - start >= FRAME_HEAD) {        /* one it did not take: the parser's once all here */
+            uint64_t whole = FRAME_HEAD + (uint64_t)be32(b + start + 4) + (uint64_t)maclen;
+            if ((uint64_t)(end - start) >= whole || whole > (uint64_t)view.len / 2) {
+                why = "frame"; /* (one too large for this buffer: at once, the parser reads it into its own) */
+                break;
+            }
+            need = (Py_ssize_t)whole;
+        }
+        if (PyList_GET_SIZE(t.ids) >= max_frames)
+            break;
+        double left = deadline - now_s();
+        if (left <= 0)
+            break;
+        if (start == end)
+            start = end = 0;
+        else if (start + need > view.len) { /* room for all of it (need <= view.len / 2) */
+            memmove(b, b + start, (size_t)(end - start));
+            end -= start;
+            start = 0;
+        }
+        struct pollfd pfd[2] = {{.fd = sock, .events = POLLIN}, {.fd = watch, .events = POLLIN}};
+        ssize_t got = 0;
+        int ready, err = 0;
+        Py_BEGIN_ALLOW_THREADS
+        ready = poll(pfd, watch >= 0 ? 2 : 1, (int)(left * 1000) + 1);
+        if (ready > 0 && pfd[0].revents && !(watch >= 0 && pfd[1].revents)) {
+            got = recv(sock, b + end, (size_t)(view.len - end), MSG_DONTWAIT);
+            err = got < 0 ? errno : 0;
+        }
+        Py_END_ALLOW_THREADS
+        if (ready < 0 && errno != EINTR) {
+            why = "closed";
+            break;
+        }
+        if (ready > 0 && watch >= 0 && pfd[1].revents) {
+            why = "loop";
+            break;
+        }
+        if (got == 0 && ready > 0 && pfd[0].revents) {
+            why = "closed"; /* the end of the stream, or an error the event loop's read reports */
+            break;
+        }
+        if (got < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+            why = "closed";
+            break;
+        }
+        if (got > 0)
+            end += got;
+    }
+    if (unsent == NULL) {
+        unsent = PyBytes_FromStringAndSize(NULL, 0);
+        if (unsent == NULL)
+            goto out;
+    }
+    result = Py_BuildValue("(nnKKOOLOOs)", start, end, t.seq, enc_seq, t.ids, t.exts, t.settled, t.failed, unsent,
+                           why);
+out:
+    Py_XDECREF(unsent);
+    PyMem_Free(seen.v);
+    taken_clear(&t);
     PyBuffer_Release(&view);
     return result;
 }
@@ -544,6 +757,7 @@ static PyMethodDef methods[] = {
     {"replies", fast_replies, METH_VARARGS, "Success replies for the given cookies."},
     {"rx_acks", fast_rx_acks, METH_VARARGS, "The ids of the acknowledgement frames at a buffer's head."},
     {"rx_writes", fast_rx_writes, METH_VARARGS, "Authenticate, check and write the WRITES frames at a buffer's head."},
+    {"serve_writes", fast_serve_writes, METH_VARARGS, "Take WRITES frames from a socket until something else comes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -148,7 +148,8 @@ def py_replies(cookies: bytes, structured: bool) -> bytes:
 
 scan, check, apply, replies = py_scan, py_check, py_apply, py_replies
 rx_writes: Any = None  # compiled only: the frame parser is their reference (wire.Decoder.take_writes,
-rx_acks: Any = None  # take_acks)
+rx_acks: Any = None  # take_acks, peer.PeerLink.serve)
+serve_writes: Any = None
 COMPILED = False
 if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for comparisons
     try:
@@ -159,4 +160,4 @@ if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for co
         scan, check, apply, replies = _fast.scan, _fast.check, _fast.apply, _fast.replies
         COMPILED = True
         if os.environ.get("HASTACK_BLOCKREPL_COMPILED_FRAMES", "1") != "0":  # 0: for A/B runs
-            rx_writes, rx_acks = _fast.rx_writes, _fast.rx_acks
+            rx_writes, rx_acks, serve_writes = _fast.rx_writes, _fast.rx_acks, _fast.serve_writes

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from hastack_blockrepl import disk, resync
+from hastack_blockrepl import disk, fastpath, resync
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.actlog import extents
 from hastack_blockrepl.bitmap import Bitmap
@@ -25,6 +25,7 @@ from hastack_blockrepl.engine import PRIMARY
 from hastack_blockrepl.meta import CONSISTENT, DISKLESS, INCONSISTENT, OUTDATED, UP_TO_DATE
 from hastack_blockrepl.resync import WINDOW, Progress, digest, sync_set
 from hastack_blockrepl.syncdecide import DISCONNECT, NONE, SOURCE, TARGET, Decision, Policy, Side, decide_sync
+from hastack_common.config_blockrepl import AL_EXTENT
 from hastack_common.logs import kv
 
 if TYPE_CHECKING:
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 U64 = struct.Struct(">Q")
 BITMAP_CHUNK = 1 << 20
+SERVE_BUDGET = 0.002  # seconds a Secondary's serve may keep the event loop waiting at most
+SERVE_FRAMES = 256
+
+
+def _poll_fd(loop: asyncio.AbstractEventLoop) -> int:
+    """The event loop's own poll descriptor, readable when anything else it waits for is ready
+    (a selector loop's; -1 on a loop without one: ``SERVE_BUDGET`` alone then bounds a serve)."""
+    selector = getattr(loop, "_selector", None)
+    return selector.fileno() if selector is not None and hasattr(selector, "fileno") else -1
 
 
 class PeerLink:
@@ -567,26 +577,83 @@ class PeerLink:
             for wid in ids:
                 e.peer_ack(self.node_id, wid)
 
+    def _takes_writes(self) -> bool:
+        """Whether the compiled paths may take this link's WRITES frames: not before the
+        connection decided, from a peer that is not Primary, below wire version 6, or without
+        a disk (:meth:`on_frame` then takes them, and refuses what it must)."""
+        if self.decision is None or self.proto is None or self.proto.version < W.VERSION_SETTLED:
+            return False
+        if self.engine.diskless():
+            return False
+        return self.peer_role == PRIMARY or (self.peer_state or {}).get("role") == PRIMARY
+
     def take_writes(self, dec: W.Decoder) -> None:
         """The compiled path for what a Secondary receives most, the WRITES frames at the head
         of the receive buffer (``Decoder.take_writes``), with the same effect as
-        :meth:`on_frame` on each; it stops at anything else (the frame parser takes the rest),
-        and is not taken before the connection decided, from a peer that is not Primary, below
-        wire version 6, or without a disk."""
+        :meth:`on_frame` on each; it stops at anything else (the frame parser takes the rest)."""
+        if not self._takes_writes():
+            return
         e = self.engine
-        if self.decision is None or self.proto is None or self.proto.version < W.VERSION_SETTLED or e.diskless():
-            return
-        if self.peer_role != PRIMARY and (self.peer_state or {}).get("role") != PRIMARY:
-            return
         took = dec.take_writes(W.WRITES, e.size, e.fd, e.al.table())
-        if took is None:
-            return
-        ids, exts, settled, failed = took
+        if took is not None:
+            ids, exts, settled, failed = took
+            self._took(ids, exts, settled, failed, acked=False)
+
+    def may_serve(self) -> bool:
+        """Whether :meth:`serve` may take over: a Secondary replicating from its Primary, with
+        nothing queued to send and no large frame arriving."""
+        proto = self.proto
+        return (
+            fastpath.serve_writes is not None
+            and proto is not None
+            and proto.q is not None
+            and proto.q.empty()
+            and proto.transport is not None
+            and not proto.transport.is_closing()
+            and proto.dec.rx.big is None
+            and not self.acks[W.ACK_RECV]
+            and not self.acks[W.ACK_WRITE]
+            and self._takes_writes()
+        )
+
+    def serve(self, budget: float = SERVE_BUDGET) -> str:
+        """A Secondary's steady state without an event-loop turn per write batch: the compiled
+        ``serve_writes`` reads the replication socket itself, takes the WRITES frames as
+        :meth:`take_writes` does and acknowledges each read's worth with one frame, until a frame
+        the parser must take arrives ("frame"), the event loop has anything else to do
+        ("loop": it watches the loop's own poll descriptor), ``budget`` seconds pass or
+        ``SERVE_FRAMES`` were taken ("budget"), the socket will take no more ("blocked"), a
+        write fails ("failed") or the connection ends ("closed"). The event loop stops reading
+        the socket meanwhile. Returns the reason."""
+        proto, e = self.proto, self.engine
+        assert proto is not None and proto.q is not None and proto.transport is not None
+        dec, enc, rx = proto.dec, proto.enc, proto.dec.rx
+        ack = W.ACK_RECVS if e.cfg.net.protocol == "B" else W.ACK_WRITES
+        proto.transport.pause_reading()
+        try:
+            rx.start, rx.end, dec.seq, enc.seq, ids, exts, settled, failed, unsent, why = fastpath.serve_writes(
+                proto.q.sock.fileno(), rx.buf, rx.start, rx.end, W.WRITES, dec.seq, dec.mac, e.size, e.fd,
+                e.al.table(), AL_EXTENT, ack, enc.seq, enc.mac, _poll_fd(e.loop), budget, SERVE_FRAMES,
+            )  # fmt: skip
+        finally:
+            proto.transport.resume_reading()
+        if unsent:
+            proto.send([unsent], now=True)
+        self._took(ids, exts, settled, failed, acked=True)
+        return str(why)
+
+    def _took(
+        self, ids: list[int], exts: list[tuple[int, ...]], settled: int, failed: tuple[int, int] | None, acked: bool
+    ) -> None:
+        """What the compiled paths took: as :meth:`on_frame` would have left it (``acked``: the
+        acknowledgements of ``ids`` are sent already)."""
+        e = self.engine
         if settled < 0:
             return
         self.last_rx = e.loop.time()
         acks = self.acks[W.ACK_RECV if e.cfg.net.protocol == "B" else W.ACK_WRITE]
-        acks.extend(ids)
+        if not acked:
+            acks.extend(ids)
         self.unsettled.extend(zip(ids, exts, strict=True))
         # as on_frame's settle-then-append per frame: ids and settled ids both grow, and a write's
         # id is above the settled id it carries

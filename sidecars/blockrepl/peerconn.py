@@ -17,7 +17,7 @@ from typing import Any
 
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.engine import Engine
-from hastack_blockrepl.peer import PeerLink
+from hastack_blockrepl.peer import SERVE_BUDGET, PeerLink
 from hastack_blockrepl.rxbuf import BIG, keep_large_buffers
 from hastack_blockrepl.sendq import SendQueue
 from hastack_common.logs import kv
@@ -133,10 +133,25 @@ class LinkProtocol(asyncio.BufferedProtocol):
         return None
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.dec.rx.updated(nbytes)
+        self._handle_read()
+        loop = self.node.engine.loop
+        until = loop.time() + SERVE_BUDGET  # then timers get their turn, however the frames come
+        while self.link is not None and self.link.may_serve():
+            seq, left = self.dec.seq, until - loop.time()
+            if left <= 0:
+                break
+            why = self.link.serve(left)
+            self._handle_read()  # the frame that stopped it, if any
+            if why != "frame" or self.dec.seq == seq:
+                break
+
+    def _handle_read(self) -> None:
+        """Handle the frames in the receive buffer (the compiled paths first), then send what
+        that queued."""
         self.reading = True
         self.node.engine.read_begins()
         try:
-            self.dec.rx.updated(nbytes)
             if self.link is not None:
                 self.link.take_frames(self.dec)
             for f in self.dec.frames():

@@ -40,6 +40,10 @@ class SendQueue:
         self.waiting = False  # registered for writability
         self.closed = False
 
+    def empty(self) -> bool:
+        """Nothing queued: a frame sent straight to the socket now keeps the order."""
+        return not self.parts and not self.waiting and not self.closed
+
     def set_limits(self, high: int, low: int) -> None:
         self.high, self.low = high, low
 

@@ -199,6 +199,11 @@ class Encoder:
         self.key, self.version = key, version or self.version
         self._mac = frame_mac(key, self.version)
 
+    @property
+    def mac(self) -> Mac | None:
+        """The frame MAC in use (None without a key), for the compiled paths."""
+        return self._mac
+
     def encode(
         self, ftype: int, payload: bytes | memoryview = b"", *, flags: int = 0, id: int = 0, offset: int = 0
     ) -> list[bytes | memoryview]:
@@ -232,6 +237,11 @@ class Decoder:
     def set_key(self, key: bytes, version: int | None = None) -> None:
         self.key, self.version = key, version or self.version
         self._mac = frame_mac(key, self.version)
+
+    @property
+    def mac(self) -> Mac | None:
+        """The frame MAC in use (None without a key), for the compiled paths."""
+        return self._mac
 
     def get_buffer(self) -> memoryview:
         return self.rx.get_buffer()
