@@ -26,21 +26,25 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness.blockrepl_cluster import Cluster, make_disk, wait_for  # noqa: E402
 
-WORKLOADS = {  # name: (fio rw, bs, iodepth, target ratio)
+WORKLOADS = {  # name: (fio rw, bs, iodepth, target ratio or None)
     "seq write 1M qd8 (MB/s)": ("write", "1M", 8, 0.50),
     "rand write 4k qd16 (IOPS)": ("randwrite", "4k", 16, 0.50),
     "rand read 4k qd16 (IOPS)": ("randread", "4k", 16, 0.80),
+    "fsync write 4k qd1 (IOPS)": ("randwrite+fsync", "4k", 1, None),  # a FLUSH after every write
 }
 SHORT = {
     "seq": "seq write 1M qd8 (MB/s)",
     "randwrite": "rand write 4k qd16 (IOPS)",
     "randread": "rand read 4k qd16 (IOPS)",
+    "fsync": "fsync write 4k qd1 (IOPS)",
 }
 
 
 def fio(uri: str, rw: str, bs: str, depth: int, seconds: float, size: int, cwd: pathlib.Path) -> dict[str, float]:
+    rw, _, sync = rw.partition("+")
     out = subprocess.run(
         ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}", f"--iodepth={depth}",
+         *(["--fsync=1"] if sync else []),
          f"--size={size}", "--time_based", f"--runtime={seconds}", "--ramp_time=1", "--output-format=json"],
         capture_output=True, text=True, check=True, cwd=cwd, timeout=seconds * 4 + 60,
     ).stdout  # fmt: skip
@@ -173,7 +177,7 @@ def report(
             med = statistics.median(r[key] for r in runs)
             p99 = statistics.median(r["p99_us"] for r in runs)
             ratio = med / base if base else 0.0
-            tgt = f"{target:.2f}" if side == "blockrepl C" else ""
+            tgt = f"{target:.2f}" if side == "blockrepl C" and target else ""
             pairs_ = [r[key] / b[key] for r, b in zip(runs, sides["nbdkit"], strict=True) if b[key]]
             paired = f"{statistics.median(pairs_):.2f} ({min(pairs_):.2f}-{max(pairs_):.2f})" if pairs_ else ""
             cpu = statistics.median(r["cpu_us"] for r in runs)
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp"))
-    p.add_argument("--workloads", default="seq,randwrite,randread", help="comma list of: " + ",".join(SHORT))
+    p.add_argument("--workloads", default="seq,randwrite,randread,fsync", help="comma list of: " + ",".join(SHORT))
     p.add_argument("--protocols", default="C,B,A", help="comma list of blockrepl protocols to run")
     p.add_argument("--no-resync", action="store_true", help="skip the resync measurement")
     ns = p.parse_args(argv)

@@ -38,6 +38,19 @@ SERVE_BUDGET = 0.002  # seconds a Secondary's serve may keep the event loop wait
 SERVE_FRAMES = 256
 
 
+def serve_slack(loop: asyncio.AbstractEventLoop, budget: float) -> float:
+    """How long a serve may keep the event loop waiting now: nothing while callbacks wait to run
+    (a spawned ``fdatasync`` for a FLUSH must not wait behind it), else until the loop's next
+    timer, at most ``budget``. asyncio's selector loop keeps both in fields of its own; a loop
+    without them gets the budget."""
+    if getattr(loop, "_ready", None):
+        return 0.0
+    timers = getattr(loop, "_scheduled", None)
+    if timers:
+        return max(0.0, min(budget, timers[0].when() - loop.time()))
+    return budget
+
+
 def _poll_fd(loop: asyncio.AbstractEventLoop) -> int:
     """The event loop's own poll descriptor, readable when anything else it waits for is ready
     (a selector loop's; -1 on a loop without one: ``SERVE_BUDGET`` alone then bounds a serve)."""
@@ -604,7 +617,8 @@ class PeerLink:
         nothing queued to send and no large frame arriving."""
         proto = self.proto
         return (
-            fastpath.serve_writes is not None
+            self.engine.role != PRIMARY  # (first: a Primary asks on every acknowledgement it reads)
+            and fastpath.serve_writes is not None
             and proto is not None
             and proto.q is not None
             and proto.q.empty()

@@ -17,7 +17,7 @@ from typing import Any
 
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.engine import Engine
-from hastack_blockrepl.peer import SERVE_BUDGET, PeerLink
+from hastack_blockrepl.peer import SERVE_BUDGET, PeerLink, serve_slack
 from hastack_blockrepl.rxbuf import BIG, keep_large_buffers
 from hastack_blockrepl.sendq import SendQueue
 from hastack_common.logs import kv
@@ -138,7 +138,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         loop = self.node.engine.loop
         until = loop.time() + SERVE_BUDGET  # then timers get their turn, however the frames come
         while self.link is not None and self.link.may_serve():
-            seq, left = self.dec.seq, until - loop.time()
+            seq, left = self.dec.seq, min(until - loop.time(), serve_slack(loop, SERVE_BUDGET))
             if left <= 0:
                 break
             why = self.link.serve(left)
@@ -169,12 +169,12 @@ class LinkProtocol(asyncio.BufferedProtocol):
             log.warning("malformed replication traffic", extra=kv(peer=self.peer_id, error=str(exc)))
             self.abort(str(exc))
         finally:
-            self.reading = False
             try:
                 if self.link is not None:
                     self.link.flush_acks()
                 self.flush()  # what handling the read queued: one send, no extra event-loop turn
             finally:
+                self.reading = False
                 self.node.engine.read_ends()  # the client replies it completed
         self._set_lowat(self.dec.rx.big_missing())
 

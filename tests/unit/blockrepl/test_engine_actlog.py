@@ -212,3 +212,21 @@ def test_the_settled_id_stays_below_the_oldest_write_a_peer_has_not_acknowledged
         assert [await d for d in done] == [0, 0, 0]
 
     _on_primary(tmp_path, body)
+
+
+def test_what_a_replication_read_completes_is_sent_at_its_end(tmp_path: Path) -> None:
+    """Client replies completed while a replication read is handled go out when it ends (no
+    extra event-loop turn); outside a read there is nowhere to put them (the caller schedules)."""
+
+    async def body(eng: E.Engine) -> None:
+        ran: list[str] = []
+        assert not eng.after_read(lambda: ran.append("outside"))
+        eng.read_begins()
+        assert eng.after_read(lambda: ran.append("first")) and eng.after_read(lambda: ran.append("second"))
+        assert ran == []
+        eng.read_ends()
+        assert ran == ["first", "second"]
+        eng.read_ends()  # nothing runs twice
+        assert ran == ["first", "second"] and not eng.after_read(lambda: ran.append("late"))
+
+    _on_primary(tmp_path, body)
