@@ -362,24 +362,34 @@ static int tags_equal(const unsigned char *a, const unsigned char *b) {
     return d == 0;
 }
 
-/* Whether the frame's tag is right: mac(seq, header, payload) computes it. -1 on a Python error. */
-static int frame_authentic(PyObject *mac, uint64_t seq, const unsigned char *f, Py_ssize_t len) {
+/* The tag of the frame at f with a payload of len bytes, from mac(seq, header, payload), into
+ * out. 0, or -1 on a Python error. */
+static int frame_tag(PyObject *mac, uint64_t seq, const unsigned char *f, Py_ssize_t len, unsigned char *out) {
     PyObject *hdr = PyMemoryView_FromMemory((char *)f, FRAME_HEAD, PyBUF_READ);
     PyObject *body = PyMemoryView_FromMemory((char *)f + FRAME_HEAD, len, PyBUF_READ);
-    PyObject *tag = NULL;
-    int ok = -1;
-    if (hdr != NULL && body != NULL)
-        tag = PyObject_CallFunction(mac, "KOO", (unsigned long long)seq, hdr, body);
-    if (tag != NULL) {
-        char *t;
-        Py_ssize_t n;
-        if (PyBytes_AsStringAndSize(tag, &t, &n) == 0)
-            ok = n == MAC_LEN && tags_equal((const unsigned char *)t, f + FRAME_HEAD + len);
+    PyObject *tag = hdr != NULL && body != NULL ? PyObject_CallFunction(mac, "KOO", (unsigned long long)seq, hdr, body)
+                                                : NULL;
+    char *t = NULL;
+    Py_ssize_t n = 0;
+    int rc = tag != NULL && PyBytes_AsStringAndSize(tag, &t, &n) == 0 ? 0 : -1;
+    if (rc == 0 && n != MAC_LEN) {
+        PyErr_SetString(PyExc_ValueError, "frame MAC of the wrong length");
+        rc = -1;
     }
+    if (rc == 0)
+        memcpy(out, t, MAC_LEN);
     Py_XDECREF(hdr);
     Py_XDECREF(body);
     Py_XDECREF(tag);
-    return ok;
+    return rc;
+}
+
+/* Whether the frame's tag is right. -1 on a Python error. */
+static int frame_authentic(PyObject *mac, uint64_t seq, const unsigned char *f, Py_ssize_t len) {
+    unsigned char want[MAC_LEN];
+    if (frame_tag(mac, seq, f, len, want) < 0)
+        return -1;
+    return tags_equal(want, f + FRAME_HEAD + len);
 }
 
 /* Every extent in the activity log's table (a dict keyed by extent)? -1 on a Python error. */
@@ -588,24 +598,9 @@ static PyObject *ack_frame(PyObject *ids, Py_ssize_t from, unsigned int ack_type
         }
         put64(f + FRAME_HEAD + 8 * i, id);
     }
-    if (maclen) {
-        PyObject *hdr = PyMemoryView_FromMemory((char *)f, FRAME_HEAD, PyBUF_READ);
-        PyObject *body = PyMemoryView_FromMemory((char *)f + FRAME_HEAD, 8 * n, PyBUF_READ);
-        PyObject *tag = hdr && body ? PyObject_CallFunction(mac, "KOO", (unsigned long long)seq, hdr, body) : NULL;
-        char *tp = NULL;
-        Py_ssize_t tn = 0;
-        int ok = tag != NULL && PyBytes_AsStringAndSize(tag, &tp, &tn) == 0 && tn == MAC_LEN;
-        if (ok)
-            memcpy(f + FRAME_HEAD + 8 * n, tp, MAC_LEN);
-        else if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "frame MAC of the wrong length");
-        Py_XDECREF(hdr);
-        Py_XDECREF(body);
-        Py_XDECREF(tag);
-        if (!ok) {
-            Py_DECREF(frame);
-            return NULL;
-        }
+    if (maclen && frame_tag(mac, seq, f, 8 * n, f + FRAME_HEAD + 8 * n) < 0) {
+        Py_DECREF(frame);
+        return NULL;
     }
     return frame;
 }

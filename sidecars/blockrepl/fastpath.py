@@ -147,8 +147,10 @@ def py_replies(cookies: bytes, structured: bool) -> bytes:
 
 
 scan, check, apply, replies = py_scan, py_check, py_apply, py_replies
-rx_writes: Any = None  # compiled only: the frame parser is their reference (wire.Decoder.take_writes,
-rx_acks: Any = None  # take_acks, peer.PeerLink.serve)
+# the receiving side's paths, compiled only (the frame parser is their reference):
+# wire.Decoder.take_writes / take_acks, peer.PeerLink.serve
+rx_writes: Any = None
+rx_acks: Any = None
 serve_writes: Any = None
 COMPILED = False
 if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for comparisons

@@ -613,8 +613,8 @@ class PeerLink:
             self._took(ids, exts, settled, failed, acked=False)
 
     def may_serve(self) -> bool:
-        """Whether :meth:`serve` may take over: a Secondary replicating from its Primary, with
-        nothing queued to send and no large frame arriving."""
+        """Whether :meth:`serve` may take over (after a read was handled, its acknowledgements
+        sent): a Secondary replicating from its Primary, nothing queued, no large frame arriving."""
         proto = self.proto
         return (
             self.engine.role != PRIMARY  # (first: a Primary asks on every acknowledgement it reads)
@@ -625,8 +625,6 @@ class PeerLink:
             and proto.transport is not None
             and not proto.transport.is_closing()
             and proto.dec.rx.big is None
-            and not self.acks[W.ACK_RECV]
-            and not self.acks[W.ACK_WRITE]
             and self._takes_writes()
         )
 

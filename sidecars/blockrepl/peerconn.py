@@ -60,7 +60,6 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self.q: SendQueue | None = None
         self.version = W.VERSION_MIN
         self.flush_scheduled = False
-        self.reading = False  # in buffer_updated, which flushes at its end
         loop = asyncio.get_event_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.ready: asyncio.Future[None] = loop.create_future()  # authenticated, or closed
@@ -111,9 +110,10 @@ class LinkProtocol(asyncio.BufferedProtocol):
             return
         if self.q.add(parts) >= BIG or now:
             self.q.flush()
-        elif not self.flush_scheduled and not self.reading:
+        elif not self.flush_scheduled:
             self.flush_scheduled = True
-            self.node.engine.loop.call_soon(self.flush)
+            if not self.node.engine.after_read(self.flush):  # (sent at the end of the read being handled)
+                self.node.engine.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -149,7 +149,6 @@ class LinkProtocol(asyncio.BufferedProtocol):
     def _handle_read(self) -> None:
         """Handle the frames in the receive buffer (the compiled paths first), then send what
         that queued."""
-        self.reading = True
         self.node.engine.read_begins()
         try:
             if self.link is not None:
@@ -172,10 +171,8 @@ class LinkProtocol(asyncio.BufferedProtocol):
             try:
                 if self.link is not None:
                     self.link.flush_acks()
-                self.flush()  # what handling the read queued: one send, no extra event-loop turn
             finally:
-                self.reading = False
-                self.node.engine.read_ends()  # the client replies it completed
+                self.node.engine.read_ends()  # what handling it queued: sent now, no extra event-loop turn
         self._set_lowat(self.dec.rx.big_missing())
 
     def _set_lowat(self, missing: int) -> None:
