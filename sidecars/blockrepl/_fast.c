@@ -16,50 +16,11 @@
  * check and apply validate a whole batch (apply before writing any of it), replies builds
  * success replies.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <errno.h>
-#include <poll.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+#include "_fast.h"
 
-#define REQ_SIZE 28
-#define REQUEST_MAGIC 0x25609513u
-#define CMD_WRITE 1
-#define MAX_REQUEST (32u << 20)
-#define BATCH_HEAD 8
-#define BATCH_ENTRY 16
-#define MAX_ENTRIES 4096
 
-static inline uint16_t be16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-static inline uint32_t be32(const unsigned char *p) {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-static inline uint64_t be64(const unsigned char *p) { return ((uint64_t)be32(p) << 32) | be32(p + 4); }
-static inline void put32(unsigned char *p, uint32_t v) {
-    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-}
-static inline void put64(unsigned char *p, uint64_t v) { put32(p, v >> 32); put32(p + 4, (uint32_t)v); }
 
-/* A write that may join a batch: plain (no flags), not empty, small, inside the volume. */
-static inline int batchable(const unsigned char *h, uint64_t size, uint32_t max_write) {
-    uint16_t flags = be16(h + 4), cmd = be16(h + 6);
-    uint64_t off = be64(h + 16);
-    uint32_t len = be32(h + 24);
-    return cmd == CMD_WRITE && flags == 0 && len > 0 && len <= max_write && off <= size && len <= size - off;
-}
-
-/* The distinct activity-log extents of writes, in first-seen order: every one of them (a
- * batch's activity-log check must see them all). */
-typedef struct {
-    uint64_t *v;
-    Py_ssize_t n, cap;
-} Extents;
-
-static int ext_add(Extents *x, uint64_t off, uint64_t len, uint64_t al_extent) {
+int ext_add(Extents *x, uint64_t off, uint64_t len, uint64_t al_extent) {
     for (uint64_t e = off / al_extent; e <= (off + len - 1) / al_extent; e++) {
         Py_ssize_t k = x->n;
         while (k > 0 && x->v[k - 1] != e) /* recent extents first: runs of writes cluster */
@@ -81,7 +42,7 @@ static int ext_add(Extents *x, uint64_t off, uint64_t len, uint64_t al_extent) {
     return 0;
 }
 
-static PyObject *ext_tuple(Extents *x) {
+PyObject *ext_tuple(Extents *x) {
     PyObject *t = PyTuple_New(x->n);
     if (t == NULL)
         return NULL;
@@ -203,7 +164,7 @@ out:
 }
 
 /* The whole batch is well formed and inside the volume: its number of writes, or -1 (ValueError). */
-static Py_ssize_t validate(const unsigned char *p, Py_ssize_t len, uint64_t size) {
+Py_ssize_t validate(const unsigned char *p, Py_ssize_t len, uint64_t size) {
     if (len < BATCH_HEAD) {
         PyErr_Format(PyExc_ValueError, "write batch of %zd bytes has no header", len);
         return -1;
@@ -262,7 +223,7 @@ out:
 }
 
 /* Write a validated batch of n writes to fd: 0, or the errno of the first failure. */
-static int write_all(int fd, const unsigned char *p, Py_ssize_t n) {
+int write_all(int fd, const unsigned char *p, Py_ssize_t n) {
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
     const unsigned char *d = p + BATCH_HEAD + BATCH_ENTRY * n;
@@ -314,22 +275,9 @@ out:
     return result;
 }
 
-static PyObject *fast_replies(PyObject *self, PyObject *args) {
-    Py_buffer view;
-    int structured;
-    if (!PyArg_ParseTuple(args, "y*p", &view, &structured))
-        return NULL;
-    PyObject *out = NULL;
-    if (view.len % 8) {
-        PyErr_SetString(PyExc_ValueError, "cookies are 8 bytes each");
-        goto done;
-    }
-    Py_ssize_t n = view.len / 8, each = structured ? 20 : 16;
-    out = PyBytes_FromStringAndSize(NULL, n * each);
-    if (out == NULL)
-        goto done;
-    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    const unsigned char *c = (const unsigned char *)view.buf;
+/* The success replies of n requests (their 8-byte cookies), 16 or 20 bytes each, at o. */
+void write_replies(unsigned char *o, const unsigned char *c, Py_ssize_t n, int structured) {
+    Py_ssize_t each = structured ? 20 : 16;
     for (Py_ssize_t i = 0; i < n; i++, o += each, c += 8) {
         if (structured) {
             put32(o, 0x668E33EFu);
@@ -343,6 +291,22 @@ static PyObject *fast_replies(PyObject *self, PyObject *args) {
             memcpy(o + 8, c, 8);
         }
     }
+}
+
+static PyObject *fast_replies(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    int structured;
+    if (!PyArg_ParseTuple(args, "y*p", &view, &structured))
+        return NULL;
+    PyObject *out = NULL;
+    if (view.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "cookies are 8 bytes each");
+        goto done;
+    }
+    Py_ssize_t n = view.len / 8;
+    out = PyBytes_FromStringAndSize(NULL, n * (structured ? 20 : 16));
+    if (out != NULL)
+        write_replies((unsigned char *)PyBytes_AS_STRING(out), (const unsigned char *)view.buf, n, structured);
 done:
     PyBuffer_Release(&view);
     return out;
@@ -350,25 +314,22 @@ done:
 
 
 /* rx_writes: the WRITES frames at the head of a replication receive buffer (wire.py). */
-#define FRAME_HEAD 32
-#define FRAME_MAGIC 0x4842u
-#define MAC_LEN 16
-#define MIN_SERVE_BUFFER (256 << 10)
 
-static int tags_equal(const unsigned char *a, const unsigned char *b) {
+int tags_equal(const unsigned char *a, const unsigned char *b) {
     unsigned char d = 0;
     for (int i = 0; i < MAC_LEN; i++)
         d |= a[i] ^ b[i];
     return d == 0;
 }
 
-/* The tag of the frame at f with a payload of len bytes, from mac(seq, header, payload), into
+/* The tag of a frame (header, and a payload of len bytes) from mac(seq, header, payload), into
  * out. 0, or -1 on a Python error. */
-static int frame_tag(PyObject *mac, uint64_t seq, const unsigned char *f, Py_ssize_t len, unsigned char *out) {
-    PyObject *hdr = PyMemoryView_FromMemory((char *)f, FRAME_HEAD, PyBUF_READ);
-    PyObject *body = PyMemoryView_FromMemory((char *)f + FRAME_HEAD, len, PyBUF_READ);
-    PyObject *tag = hdr != NULL && body != NULL ? PyObject_CallFunction(mac, "KOO", (unsigned long long)seq, hdr, body)
-                                                : NULL;
+int tag_of(PyObject *mac, uint64_t seq, const unsigned char *h, const unsigned char *body, Py_ssize_t len,
+           unsigned char *out) {
+    PyObject *hdr = PyMemoryView_FromMemory((char *)h, FRAME_HEAD, PyBUF_READ);
+    PyObject *pl = PyMemoryView_FromMemory((char *)body, len, PyBUF_READ);
+    PyObject *tag = hdr != NULL && pl != NULL ? PyObject_CallFunction(mac, "KOO", (unsigned long long)seq, hdr, pl)
+                                              : NULL;
     char *t = NULL;
     Py_ssize_t n = 0;
     int rc = tag != NULL && PyBytes_AsStringAndSize(tag, &t, &n) == 0 ? 0 : -1;
@@ -379,9 +340,14 @@ static int frame_tag(PyObject *mac, uint64_t seq, const unsigned char *f, Py_ssi
     if (rc == 0)
         memcpy(out, t, MAC_LEN);
     Py_XDECREF(hdr);
-    Py_XDECREF(body);
+    Py_XDECREF(pl);
     Py_XDECREF(tag);
     return rc;
+}
+
+/* The tag of the frame at f with a payload of len bytes. */
+int frame_tag(PyObject *mac, uint64_t seq, const unsigned char *f, Py_ssize_t len, unsigned char *out) {
+    return tag_of(mac, seq, f, f + FRAME_HEAD, len, out);
 }
 
 /* Whether the frame's tag is right. -1 on a Python error. */
@@ -393,7 +359,7 @@ static int frame_authentic(PyObject *mac, uint64_t seq, const unsigned char *f, 
 }
 
 /* Every extent in the activity log's table (a dict keyed by extent)? -1 on a Python error. */
-static int all_active(PyObject *table, Extents *x) {
+int all_active(PyObject *table, Extents *x) {
     for (Py_ssize_t k = 0; k < x->n; k++) {
         PyObject *e = PyLong_FromUnsignedLongLong(x->v[k]);
         if (e == NULL)
@@ -409,7 +375,7 @@ static int all_active(PyObject *table, Extents *x) {
 /* The frame at f (end - pos bytes available) if it is whole, of type a or b, without flags,
  * the next in sequence and authentic: its payload length; -1 to stop there (the frame parser
  * takes it); -2 on a Python error. */
-static Py_ssize_t next_frame(const unsigned char *f, Py_ssize_t avail, unsigned int a, unsigned int b,
+Py_ssize_t next_frame(const unsigned char *f, Py_ssize_t avail, unsigned int a, unsigned int b,
                              uint64_t seq, PyObject *mac) {
     Py_ssize_t maclen = mac == Py_None ? 0 : MAC_LEN;
     if (avail < FRAME_HEAD + maclen)
@@ -607,7 +573,7 @@ static PyObject *ack_frame(PyObject *ids, Py_ssize_t from, unsigned int ack_type
 
 /* Send as much of data[*off:] as the socket takes now; -1 with errno on a failure other than
  * a full socket. */
-static int send_some(int sock, const char *data, Py_ssize_t len, Py_ssize_t *off) {
+int send_some(int sock, const char *data, Py_ssize_t len, Py_ssize_t *off) {
     int rc = 0;
     Py_BEGIN_ALLOW_THREADS
     while (*off < len) {
@@ -625,7 +591,7 @@ static int send_some(int sock, const char *data, Py_ssize_t len, Py_ssize_t *off
     return rc;
 }
 
-static double now_s(void) {
+double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
@@ -760,4 +726,11 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "_fast", .m_doc = NULL, .m_size = -1, .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__fast(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fast(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && primary_add_types(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -43,14 +43,17 @@ class ActivityLog:
         lru = self._lru
         return all(e in lru for e in exts)
 
-    def add(self, new: set[int]) -> list[int]:
-        """Make ``new`` active; returns the evicted extents (idle ones, least recently used first)."""
+    def add(self, new: set[int], busy: Iterable[int] = frozenset()) -> list[int]:
+        """Make ``new`` active; returns the evicted extents (idle ones, least recently used first).
+        ``busy``: extents with writes in flight that this log does not count (the Primary's
+        compiled serve loop tracks its own)."""
         evicted: list[int] = []
+        keep = set(new) | set(busy)
         for e in sorted(new):
             if e in self._lru:
                 continue
             if len(self._lru) >= self.slots:
-                victim = next((x for x, n in self._lru.items() if n == 0 and x not in new), None)
+                victim = next((x for x, n in self._lru.items() if n == 0 and x not in keep), None)
                 if victim is None:  # every slot busy: grow past the limit rather than block (logged by caller)
                     pass
                 else:

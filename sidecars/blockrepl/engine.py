@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -34,7 +35,7 @@ from hastack_blockrepl.meta import (
     boot_id,
     new_uuid,
 )
-from hastack_blockrepl.metrics import Metrics
+from hastack_blockrepl.metrics import BUCKETS, Metrics
 from hastack_blockrepl.nbdproto import EIO, EPERM
 from hastack_blockrepl.rxbuf import stable
 from hastack_common.config_blockrepl import AL_EXTENT, BlockreplConfig
@@ -58,9 +59,13 @@ class Engine:
         self.crashed_primary = False
         self.al = ActivityLog(AL_SLOTS)
         self.pending: dict[int, Pending] = {}
+        # write batches the Primary's compiled serve loop started (primary.py), and each peer's bit
+        self.flight = fastpath.Flight(BUCKETS) if fastpath.Flight is not None else None
+        self.peer_bits = {p.node_id: 1 << i for i, p in enumerate(cfg.peers)}
         self.remote_reads: dict[int, tuple[int, Callable[[int, bytes], None]]] = {}
         self.flushes: dict[int, Pending] = {}
         self.next_id = 1
+        self.serve_stops: dict[str, int] = {}  # why the serve loop handed back (primary.py), counted
         self.gate = WriteGate(cfg.resource, events, lambda: self.m.update(self))
         self.need_rotate = False
         self.nbd_clients = 0
@@ -73,6 +78,7 @@ class Engine:
             "io_errors": 0,
             "held_writes": 0,
             "write_batches": 0,
+            "served_batches": 0,  # of those, by the serve loop (primary.py)
         }
         self.fence: Callable[[int], None] | None = None  # set by the shell: starts fencing a peer
         self._md_lock = asyncio.Lock()
@@ -85,6 +91,8 @@ class Engine:
         self._idle.set()
         self.loop = asyncio.get_event_loop()
         self._after_read: list[Callable[[], None]] | None = None
+        if self.flight is not None:
+            self.m.latencies.sources.append(self.flight.latency)
 
     # ---- start-up -------------------------------------------------------------------------
     def load(self) -> None:
@@ -179,6 +187,8 @@ class Engine:
 
     # ---- the write gate -------------------------------------------------------------------
     def hold(self, key: str, why: str, acks: bool) -> None:
+        if acks:
+            self.drain_flight()  # the per-request bookkeeping holds their answers
         self.gate.hold(key, why, acks)
 
     def release(self, key: str) -> None:
@@ -201,6 +211,9 @@ class Engine:
         hooks, self._after_read = self._after_read, None
         for hook in hooks or ():
             hook()
+
+    def in_read(self) -> bool:
+        return self._after_read is not None
 
     def after_read(self, hook: Callable[[], None]) -> bool:
         """Run ``hook`` at the end of the read being handled; False when there is none."""
@@ -352,7 +365,7 @@ class Engine:
                         await asyncio.to_thread(self.backing.store.save_super, self.sb)
                     self.announce()
                 if exts and not self.diskless():  # no local writes, no activity log
-                    if self.al.add(exts):  # an extent leaves the log only once its data is durable
+                    if self.al.add(exts, busy=self.flight_extents()):  # it leaves only once its data is durable
                         await asyncio.to_thread(self.persist_sync)
                     await asyncio.to_thread(self.backing.store.save_al, self.al.active())
                 fut.set_result(None)
@@ -497,8 +510,7 @@ class Engine:
             else:
                 self.pending.pop(wid, None)
                 self.al.end(p.exts)
-                if not self.pending:
-                    self._idle.set()
+                self.check_idle()
 
     def flush(self, done: Done) -> None:
         err = self.check_io()
@@ -532,11 +544,101 @@ class Engine:
     # ---- peer events ----------------------------------------------------------------------
     def settled_id(self) -> int:
         """Every write with an id up to this one was acknowledged by every peer it was sent to
-        (or its blocks marked for a peer that was lost). Ids grow and ``pending`` keeps them in
-        order, so the oldest write still pending bounds it."""
-        return next(iter(self.pending), self.next_id) - 1
+        (or its blocks marked for a peer that was lost). Ids grow and ``pending`` (and the
+        serve loop's ``flight``) keep them in order, so the oldest write still pending bounds it."""
+        oldest = next(iter(self.pending), self.next_id)
+        if self.flight is not None and len(self.flight):
+            oldest = min(oldest, self.flight.oldest())
+        return oldest - 1
+
+    # ---- the serve loop's writes in flight (primary.py) ------------------------------------
+    def flight_extents(self) -> frozenset[int]:
+        """Activity-log extents with serve-loop writes in flight (busy, as ``al.begin`` keeps
+        the engine's own)."""
+        return frozenset(self.flight.extents()) if self.flight is not None and len(self.flight) else frozenset()
+
+    def in_flight(self) -> int:
+        return len(self.pending) + (len(self.flight) if self.flight is not None else 0)
+
+    def check_idle(self) -> None:
+        if not self.in_flight():
+            self._idle.set()
+
+    def busy(self) -> None:
+        self._idle.clear()
+
+    def drain_flight(self) -> list[int]:
+        """Hand the serve loop's writes in flight to the per-request bookkeeping (``pending``),
+        where every rare case is handled: a lost peer, a NACK, held acknowledgements, a failed
+        local write. Returns their ids."""
+        if self.flight is None or not len(self.flight):
+            return []
+        new: dict[int, Pending] = {}
+        bits = self.peer_bits.items()
+        for wid, payload, cookies, conn, exts, waiting, acked, answered, local_ok, t0 in self.flight.drain():
+            n = len(cookies) // 8
+            data = len(payload) - fastpath.HEAD.size - fastpath.ENTRY.size * n
+            new[wid] = Pending(
+                0,
+                data,
+                conn.batch_done(cookies, n),
+                {pid for pid, bit in bits if waiting & bit},
+                self.protocol != "A" or not local_ok,
+                local_ok=bool(local_ok),
+                acked_by={pid for pid, bit in bits if acked & bit},
+                answered=bool(answered),
+                t0=t0,  # the serve loop's clock is CLOCK_MONOTONIC, as time.perf_counter's here
+                batch=payload,
+                exts=exts,
+                count=n,
+            )
+            self.al.begin(exts)
+        self.pending = dict(sorted((self.pending | new).items()))
+        for wid, p in new.items():
+            if not p.peers:
+                self._progress(wid, p)
+        return list(new)
+
+    def peer_acks(self, node_id: int, ids: list[int]) -> None:
+        """A peer acknowledged these writes (serve-loop writes answered in compiled code)."""
+        if self.flight is not None and len(self.flight):
+            if self.gate.acks_blocked():
+                self.drain_flight()
+            else:
+                answers, ids = self.flight.ack(self.peer_bits[node_id], ids, math.inf)
+                for conn, replies, n in answers:
+                    conn.batch_answered(replies, n)
+                self.check_idle()
+        for wid in ids:
+            self._ack_pending(node_id, wid)
+
+    def local_write_failed(self, wid: int, err: int) -> None:
+        """A serve-loop batch's local write failed (it went to every peer first): as ``_start``
+        handles it (detach and keep it for the peers, or mark its blocks and fail it)."""
+        self.drain_flight()
+        p = self.pending.get(wid)
+        if p is None:
+            return
+        exc = OSError(err, os.strerror(err))
+        self.io_error(p.op, exc)
+        if self.detach(f"{p.op} error: {exc}"):
+            p.local_ok, p.wait_peers = False, True
+            self._progress(wid, p)
+            return
+        for pid in self.bitmaps:
+            self._mark(pid, p.ranges())
+        del self.pending[wid]
+        self.al.end(p.exts)
+        self.check_idle()
+        p.done(EIO)
 
     def peer_ack(self, node_id: int, wid: int, flush: bool = False) -> None:
+        if not flush and wid not in self.pending and self.flight is not None and len(self.flight):
+            self.peer_acks(node_id, [wid])
+        else:
+            self._ack_pending(node_id, wid, flush)
+
+    def _ack_pending(self, node_id: int, wid: int, flush: bool = False) -> None:
         p = (self.flushes if flush else self.pending).get(wid)
         if p is not None and node_id in p.peers:
             p.peers.discard(node_id)
@@ -545,6 +647,7 @@ class Engine:
 
     def peer_nack(self, node_id: int, wid: int, flush: bool) -> None:
         """The peer could not write (its disk failed): the block is out of sync with it."""
+        self.drain_flight()
         p = (self.flushes if flush else self.pending).get(wid)
         if p is not None and node_id in p.peers:
             if not flush:
@@ -554,6 +657,7 @@ class Engine:
 
     def peer_lost(self, node_id: int, was_replicating: bool) -> None:
         """A link went down: its unacknowledged writes go to its bitmap; fence it before the next ack."""
+        self.drain_flight()
         for rid, (nid, cb) in list(self.remote_reads.items()):
             if nid == node_id:
                 del self.remote_reads[rid]
@@ -615,7 +719,7 @@ class Engine:
         write), and only for the first write to an extent."""
         if self.al.covers(exts):
             return
-        if self.al.add(set(exts)):
+        if self.al.add(set(exts), busy=self.flight_extents()):
             self.persist_sync()  # an extent leaves the log only once its data is durable
         self.backing.store.save_al(self.al.active())
 
@@ -666,11 +770,12 @@ class Engine:
             "day0_everywhere": self.day0_everywhere(),
             "suspended": self.gate.reasons(),
             "held_requests": self.gate.held_count(),
-            "in_flight": len(self.pending),
+            "in_flight": self.in_flight(),
             "deadline": self.gate.deadline_status(),
             "nbd_clients": self.nbd_clients,
             "write_path": "compiled" if fastpath.COMPILED else "python",
             "counters": dict(self.counters),
+            "serve_loop": {"compiled": self.flight is not None, "stops": dict(self.serve_stops)},
             "peers": [link.status() for link in self.links.values()],
         }
 

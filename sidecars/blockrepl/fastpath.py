@@ -152,6 +152,8 @@ scan, check, apply, replies = py_scan, py_check, py_apply, py_replies
 rx_writes: Any = None
 rx_acks: Any = None
 serve_writes: Any = None
+# the Primary's serve loop and its writes in flight (primary.py), compiled only
+Flight: Any = None
 COMPILED = False
 if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for comparisons
     try:
@@ -163,3 +165,5 @@ if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for co
         COMPILED = True
         if os.environ.get("HASTACK_BLOCKREPL_COMPILED_FRAMES", "1") != "0":  # 0: for A/B runs
             rx_writes, rx_acks, serve_writes = _fast.rx_writes, _fast.rx_acks, _fast.serve_writes
+            if os.environ.get("HASTACK_BLOCKREPL_PRIMARY_SERVE", "1") != "0":  # 0: for A/B runs
+                Flight = _fast.Flight

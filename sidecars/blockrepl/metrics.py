@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -29,6 +29,8 @@ class Latencies:
         self.resource = resource
         self.counts: dict[str, list[int]] = {}  # op -> requests per bucket, the last for +Inf
         self.sums: dict[str, float] = {}
+        # writes answered elsewhere (the Primary's compiled serve loop): () -> (counts, sum)
+        self.sources: list[Callable[[], tuple[list[int], float]]] = []
 
     def observe(self, op: str, seconds: float, n: int = 1) -> None:
         """``n`` requests of ``op`` that took ``seconds`` each (a write batch is answered at once)."""
@@ -42,12 +44,18 @@ class Latencies:
     def collect(self) -> Iterator[Metric]:
         hist = HistogramMetricFamily(PREFIX + "request_seconds", "client request latency", labels=["resource", "op"])
         total = CounterMetricFamily(PREFIX + "requests", "client requests served", labels=["resource", "op"])
-        for op, counts in list(self.counts.items()):  # the scrape may run in another thread
+        ops = {op: (list(counts), self.sums.get(op, 0.0)) for op, counts in list(self.counts.items())}
+        for source in self.sources:  # (the scrape may run in another thread)
+            more, more_sum = source()
+            counts, seconds = ops.get("write", ([0] * len(more), 0.0))
+            if any(more):
+                ops["write"] = ([a + b for a, b in zip(counts, more, strict=True)], seconds + more_sum)
+        for op, (counts, seconds) in ops.items():
             cum, buckets = 0, []
-            for bound, n in zip((*BUCKETS, math.inf), list(counts), strict=True):
+            for bound, n in zip((*BUCKETS, math.inf), counts, strict=True):
                 cum += n
                 buckets.append((floatToGoString(bound), cum))
-            hist.add_metric([self.resource, op], buckets, self.sums.get(op, 0.0))
+            hist.add_metric([self.resource, op], buckets, seconds)
             total.add_metric([self.resource, op], cum)
         yield hist
         yield total

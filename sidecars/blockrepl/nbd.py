@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Any
 
-from hastack_blockrepl import fastpath
+from hastack_blockrepl import fastpath, primary
 from hastack_blockrepl import nbdproto as P
 from hastack_blockrepl.engine import PRIMARY, Engine
 from hastack_blockrepl.rxbuf import BIG, RxBuffer, keep_large_buffers
@@ -43,6 +43,7 @@ class NbdConnection(asyncio.BufferedProtocol):
         self.closed = False
         self.structured = False
         self.counted = False
+        self.max_in_flight = MAX_IN_FLIGHT
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -86,6 +87,11 @@ class NbdConnection(asyncio.BufferedProtocol):
             self.hs.buf.clear()
             rx.get_buffer()[: len(rest)] = rest  # at most one read's worth: fits the empty buffer
             rx.updated(len(rest))
+        primary.serve_read(self)
+
+    def process(self) -> None:
+        """Serve the requests in the receive buffer, send what that answered, pause if need be."""
+        rx = self.rx
         if self.closing:
             rx.start = rx.end = 0
             if rx.big is not None:
@@ -143,7 +149,7 @@ class NbdConnection(asyncio.BufferedProtocol):
     def _batch(self, payload: bytes, cookies: bytes, exts: tuple[int, ...]) -> None:
         n = len(cookies) // 8
         self.in_flight += n
-        if self.engine.write_batch(payload, n, exts, self._batch_completion(cookies, n)):
+        if self.engine.write_batch(payload, n, exts, self.batch_done(cookies, n)):
             return
         self.in_flight -= n  # the per-request path takes them (a hold, a new activity-log extent)
         data = memoryview(payload)
@@ -152,19 +158,25 @@ class NbdConnection(asyncio.BufferedProtocol):
             self._handle(P.Request(P.CMD_WRITE, 0, cookie, offset, length, data[pos : pos + length]))
             pos += length
 
-    def _batch_completion(self, cookies: bytes, n: int) -> Any:
+    def batch_done(self, cookies: bytes, n: int) -> Any:
+        """The completion of a write batch of ``n`` requests (their 8-byte ``cookies``)."""
+
         def done(err: int) -> None:
             if err:
                 for cookie in unpack_ids(cookies):
                     self._completion(cookie)(err)
                 return
-            self.in_flight -= n
-            if self.closed:
-                return
-            self.out.append(fastpath.replies(cookies, self.structured))
-            self._completed()
+            self.batch_answered(fastpath.replies(cookies, self.structured), n)
 
         return done
+
+    def batch_answered(self, replies: bytes, n: int) -> None:
+        """``n`` writes succeeded: their ``replies`` go out."""
+        self.in_flight -= n
+        if self.closed:
+            return
+        self.out.append(replies)
+        self._completed()
 
     def _handle(self, r: P.Request) -> None:
         cmd, cookie = r.cmd, r.cookie

@@ -165,7 +165,10 @@ class PeerLink:
         return self.engine.bitmaps[self.node_id].count() * 4096
 
     def status(self) -> dict[str, Any]:
-        lag = sum(p.length for p in self.engine.pending.values() if self.node_id in p.peers)
+        e = self.engine
+        lag = sum(p.length for p in e.pending.values() if self.node_id in p.peers)
+        if e.flight is not None and len(e.flight):
+            lag += e.flight.lag(e.peer_bits[self.node_id])
         st: dict[str, Any] = {
             "node_id": self.node_id,
             "name": self.name,
@@ -587,8 +590,7 @@ class PeerLink:
         if ids:
             e = self.engine
             self.last_rx = e.loop.time()
-            for wid in ids:
-                e.peer_ack(self.node_id, wid)
+            e.peer_acks(self.node_id, ids)
 
     def _takes_writes(self) -> bool:
         """Whether the compiled paths may take this link's WRITES frames: not before the
@@ -721,8 +723,7 @@ class PeerLink:
         elif t in (W.ACK_WRITE, W.ACK_RECV):
             e.peer_ack(self.node_id, f.id)
         elif t in (W.ACK_WRITES, W.ACK_RECVS):
-            for wid in W.unpack_ids(f.payload):
-                e.peer_ack(self.node_id, wid)
+            e.peer_acks(self.node_id, list(W.unpack_ids(f.payload)))
         elif t == W.SETTLED:
             if self.proto.version < W.VERSION_SETTLED:
                 raise W.WireError(f"SETTLED frame on wire version {self.proto.version}")

@@ -134,7 +134,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.dec.rx.updated(nbytes)
-        self._handle_read()
+        self.handle_read()
         loop = self.node.engine.loop
         until = loop.time() + SERVE_BUDGET  # then timers get their turn, however the frames come
         while self.link is not None and self.link.may_serve():
@@ -142,11 +142,11 @@ class LinkProtocol(asyncio.BufferedProtocol):
             if left <= 0:
                 break
             why = self.link.serve(left)
-            self._handle_read()  # the frame that stopped it, if any
+            self.handle_read()  # the frame that stopped it, if any
             if why != "frame" or self.dec.seq == seq:
                 break
 
-    def _handle_read(self) -> None:
+    def handle_read(self) -> None:
         """Handle the frames in the receive buffer (the compiled paths first), then send what
         that queued."""
         self.node.engine.read_begins()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.sockets import received
 from hastack_blockrepl import fastpath as F
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.peer import serve_slack
@@ -68,15 +69,8 @@ def frames(enc: W.Encoder, specs: list[tuple[int, bytes, int]]) -> bytes:
 
 def acked(sock: socket.socket, key: bytes = TO_PRIMARY) -> list[int]:
     """The ids of the acknowledgement frames waiting on the Primary's end (all must decode)."""
-    sock.setblocking(False)
-    data = b""
-    try:
-        while chunk := sock.recv(1 << 20):
-            data += chunk
-    except BlockingIOError:
-        pass
     dec = W.Decoder(key, version=6)
-    got = list(dec.feed(data))
+    got = list(dec.feed(received(sock)))
     assert dec.rx.available == 0, "a partial acknowledgement frame"
     assert all(f.type == W.ACK_WRITES for f in got)
     return [i for f in got for i in W.unpack_ids(f.payload)]
