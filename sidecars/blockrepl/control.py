@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -15,7 +16,9 @@ from hastack_blockrepl.peer import PeerLink
 from hastack_blockrepl.peerconn import Replication
 from hastack_blockrepl.verify import start_verify
 from hastack_common.ctlsock import CommandError, Handler
+from hastack_common.logs import kv
 
+log = logging.getLogger(__name__)
 DRAIN_TIMEOUT = 10.0
 
 
@@ -117,7 +120,9 @@ class Control:
         e.gate.held_submits = []
         for _, done in held:  # never applied: the client sees a failed request
             done(ESHUTDOWN)
-        await e.wait_idle(DRAIN_TIMEOUT)
+        if not await e.wait_idle(DRAIN_TIMEOUT):
+            e.counters["drain_timeouts"] += 1
+            log.warning("demoting with writes still in flight: they fail", extra=kv(in_flight=e.in_flight()))
         e.gate.fail_all(ESHUTDOWN)  # applied but never acknowledged: a failed request, nothing lost
         e.role = SECONDARY
         e.sb.primary = False

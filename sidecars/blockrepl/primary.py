@@ -140,8 +140,6 @@ def serve(conn: NbdConnection, links: list[PeerLink], budget: float) -> str:
     e.counters["writes"] += submitted
     e.counters["write_batches"] += batches
     e.counters["served_batches"] += batches
-    if len(flight):
-        e.busy()
     if nbd_unsent:
         t.write(nbd_unsent)  # (nothing was queued to the client: the order holds)
     now = e.loop.time()

@@ -10,13 +10,14 @@ test sees the mechanism it guards.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import blockrepl_fio as fio
-from harness.blockrepl_cluster import Cluster, wait_for
+from harness.blockrepl_cluster import Cluster, cluster, wait_for
 from harness.blockrepl_netns import Mesh, netns_mesh
 
 PER_JOB = 16 << 20
@@ -65,3 +66,19 @@ def test_a_cut_link_then_a_dead_primary_loses_no_acknowledged_write(tmp_path: Pa
     finally:
         c.stop()
 
+
+
+def test_demotion_after_the_serve_loop_finds_nothing_in_flight(tmp_path: Path) -> None:
+    """The loop answers writes the engine does not see: it must leave the engine idle (a demotion
+    waits for in-flight writes, up to its drain timeout, and counts a timeout)."""
+    with cluster(tmp_path, 2, size=64 << 20, protocol="C") as c:
+        c.wait_connected()
+        c[0].call("primary")
+        subprocess.run(
+            ["fio", "--name=w", "--ioengine=nbd", f"--uri={c[0].nbd_uri}", "--rw=randwrite", "--bs=4k",
+             "--iodepth=16", "--size=16M", "--io_size=16M"], check=True, capture_output=True, cwd=tmp_path,
+        )  # fmt: skip
+        st = c[0].status()
+        assert st["counters"]["served_batches"] > 0 and st["in_flight"] == 0
+        c[0].call("secondary", timeout=30)
+        assert c[0].status()["counters"]["drain_timeouts"] == 0
