@@ -27,6 +27,7 @@ import os
 from typing import TYPE_CHECKING
 
 from hastack_blockrepl import fastpath
+from hastack_blockrepl import nbdproto as P
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.engine import PRIMARY
 from hastack_blockrepl.meta import UP_TO_DATE
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 SERVE_BUDGET = 0.002  # seconds the loop may keep the event loop waiting at most
 SERVE_BATCHES = 256
 NO_PENDING = (1 << 64) - 1
-CONTINUE = ("request", "frame", "foreign")  # handled by the Python paths: the loop may go on
+CONTINUE = ("frame", "foreign")  # a peer's frame the Python paths took: the loop may go on
 # test-only: the loop answers writes once written locally, before their peers acknowledged them
 # (protocol A's promise under any protocol), so that the safety test can show it catches that
 ANSWER_EARLY = os.environ.get("HASTACK_BLOCKREPL_TEST_ANSWER_EARLY") == "1"
@@ -84,7 +85,7 @@ def serve_read(conn: NbdConnection) -> None:
     loop = conn.engine.loop
     until = loop.time() + SERVE_BUDGET
     while True:
-        links = links_to_serve(conn)
+        links = links_to_serve(conn) if _plain_write_first(conn) else None
         left = min(until - loop.time(), serve_slack(loop, SERVE_BUDGET)) if links is not None else 0.0
         if links is None or left <= 0:
             conn.process()
@@ -99,6 +100,17 @@ def serve_read(conn: NbdConnection) -> None:
                 proto.handle_read()  # the frame that stopped it, if any
         if why not in CONTINUE:
             return
+
+
+def _plain_write_first(conn: NbdConnection) -> bool:
+    """Whether the client's buffer starts with a write the loop takes (or nothing yet): a read,
+    a flush or a large write is the Python paths' at once (entering the loop for it would only
+    add the loop's cost to every such request)."""
+    rx = conn.rx
+    if rx.end - rx.start < P.REQ.size:
+        return True
+    _, flags, cmd, _, _, length = P.REQ.unpack_from(rx.buf, rx.start)
+    return cmd == P.CMD_WRITE and flags == 0 and 0 < length <= fastpath.MAX_WRITE
 
 
 def serve(conn: NbdConnection, links: list[PeerLink], budget: float) -> str:
