@@ -5,6 +5,7 @@ the nbdkit run of the same round, and server CPU µs per request — the figures
 write path is judged by (docs/performance.md).
 
     .venv/bin/python bench/blockrepl_ab.py --a HASTACK_BLOCKREPL_WIRE_MAX=5 --b '' \\
+        [--a-net congestionControl=cubic] [--b-net ...] \\
         [--rw randwrite] [--bs 4k] [--depth 16] [--rounds 6] [--seconds 4]
 """
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--a", default="", help="environment of pair A: NAME=value[,NAME=value]")
     ap.add_argument("--b", default="", help="environment of pair B")
+    ap.add_argument("--a-net", default="", help="net options of pair A's configuration: name=value[,name=value]")
+    ap.add_argument("--b-net", default="", help="net options of pair B's configuration")
     ap.add_argument("--rw", default="randwrite")
     ap.add_argument("--bs", default="4k")
     ap.add_argument("--depth", type=int, default=16)
@@ -46,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     anchor = Nbdkit(root, size)
     pairs: dict[str, Cluster] = {}
     try:
-        for name, spec in (("A", args.a), ("B", args.b)):
+        for name, spec, net in (("A", args.a, args.a_net), ("B", args.b, args.b_net)):
             (root / name).mkdir()
-            c = pairs[name] = Cluster(root / name, 2, size=size, protocol="C")
+            c = pairs[name] = Cluster(root / name, 2, size=size, protocol="C", net=_env(net))
             for r in c.replicas:
                 r.env.update(_env(spec))
             c.start()
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         unit = "IOPS" if "rand" in args.rw else "MB/s"
         print(f"nbdkit: median {statistics.median(got['nbdkit']):.0f} {unit}, "
               f"cpu µs/request {statistics.median(cpu['nbdkit']):.0f}")  # fmt: skip
-        for k, spec in (("A", args.a), ("B", args.b)):
+        names = {"A": " ".join(filter(None, (args.a, args.a_net))), "B": " ".join(filter(None, (args.b, args.b_net)))}
+        for k, spec in names.items():
             ratios = [x / n for x, n in zip(got[k], got["nbdkit"], strict=True)]
             print(f"{k} ({spec or 'default'}): median {statistics.median(got[k]):.0f} {unit}, paired ratio "
                   f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}), "
