@@ -26,7 +26,8 @@
  * ("request", "frame"), an acknowledgement of a write it did not start ("foreign"), a socket
  * that takes no more ("blocked"), a local write that failed ("failed"), a closed socket
  * ("closed"), the deadline ("deadline"), the event loop having other work ("loop": watch_fd
- * is readable), `room` requests in flight ("room"), or the budget ("budget").
+ * is readable), or the budget ("budget"). With `room` requests in flight it reads no more of
+ * the client's until some are answered.
  *
  * Nothing here decides policy: the engine says when serve may run (Primary, nothing held,
  * every peer replicating), and hands the entries to its per-request bookkeeping (drain) for

@@ -51,7 +51,7 @@ def serve_slack(loop: asyncio.AbstractEventLoop, budget: float) -> float:
     return budget
 
 
-def _poll_fd(loop: asyncio.AbstractEventLoop) -> int:
+def loop_poll_fd(loop: asyncio.AbstractEventLoop) -> int:
     """The event loop's own poll descriptor, readable when anything else it waits for is ready
     (a selector loop's; -1 on a loop without one: ``SERVE_BUDGET`` alone then bounds a serve)."""
     selector = getattr(loop, "_selector", None)
@@ -647,7 +647,7 @@ class PeerLink:
         try:
             rx.start, rx.end, dec.seq, enc.seq, ids, exts, settled, failed, unsent, why = fastpath.serve_writes(
                 proto.q.sock.fileno(), rx.buf, rx.start, rx.end, W.WRITES, dec.seq, dec.mac, e.size, e.fd,
-                e.al.table(), AL_EXTENT, ack, enc.seq, enc.mac, _poll_fd(e.loop), budget, SERVE_FRAMES,
+                e.al.table(), AL_EXTENT, ack, enc.seq, enc.mac, loop_poll_fd(e.loop), budget, SERVE_FRAMES,
             )  # fmt: skip
         finally:
             proto.transport.resume_reading()

@@ -31,7 +31,7 @@ from hastack_blockrepl import nbdproto as P
 from hastack_blockrepl import wire as W
 from hastack_blockrepl.engine import PRIMARY
 from hastack_blockrepl.meta import UP_TO_DATE
-from hastack_blockrepl.peer import PeerLink, _poll_fd, serve_slack
+from hastack_blockrepl.peer import PeerLink, loop_poll_fd, serve_slack
 from hastack_common.config_blockrepl import AL_EXTENT
 from hastack_common.logs import kv
 
@@ -137,7 +137,7 @@ def serve(conn: NbdConnection, links: list[PeerLink], budget: float) -> str:
             t.get_extra_info("socket").fileno(), rx.buf, rx.start, rx.end, conn, conn.structured,
             conn.max_in_flight, tuple(peers), e.size, e.fd, e.al.table(), AL_EXTENT, fastpath.MAX_WRITE,
             fastpath.MAX_COUNT, fastpath.MAX_BYTES, conn.in_flight, e.next_id, next(iter(e.pending), NO_PENDING),
-            W.ACK_RECVS, W.ACK_WRITES, e.protocol == "A" or ANSWER_EARLY, deadline, _poll_fd(e.loop), budget,
+            W.ACK_RECVS, W.ACK_WRITES, e.protocol == "A" or ANSWER_EARLY, deadline, loop_poll_fd(e.loop), budget,
             SERVE_BATCHES,
         )  # fmt: skip
     except Exception as exc:  # an internal error (memory): what the loop did is not known here
