@@ -5,6 +5,7 @@
  *   check(payload, size, al_extent) -> extents
  *   apply(fd, payload, size) -> count
  *   replies(cookies, structured) -> bytes
+ *   reads(fd, buf, start, end, size, structured, max_count, max_bytes) -> (replies, pos, count)
  *   rx_writes(buf, start, end, ftype, seq, mac, size, fd, table, al_extent)
  *       -> (pos, seq, ids, extents, settled, failed)
  *   rx_acks(buf, start, end, type_a, type_b, seq, mac) -> (pos, seq, ids)
@@ -310,6 +311,97 @@ static PyObject *fast_replies(PyObject *self, PyObject *args) {
 done:
     PyBuffer_Release(&view);
     return out;
+}
+
+
+/* reads: the run of plain READs at the head of a client's buffer, answered from fd. */
+#define CMD_READ 0
+#define CMDF_DF 4
+
+static int plain_read(const unsigned char *h, uint64_t size) {
+    uint64_t off = be64(h + 16);
+    uint32_t len = be32(h + 24);
+    return be32(h) == REQUEST_MAGIC && be16(h + 6) == CMD_READ && (be16(h + 4) & ~CMDF_DF) == 0 && len > 0 &&
+           len <= MAX_REQUEST && off <= size && len <= size - off;
+}
+
+/* The reply header of a read of len bytes at off: simple, or a final OFFSET_DATA chunk. */
+static Py_ssize_t read_header(unsigned char *o, const unsigned char *cookie, uint64_t off, uint32_t len,
+                              int structured) {
+    if (!structured) {
+        put32(o, 0x67446698u);
+        put32(o + 4, 0);
+        memcpy(o + 8, cookie, 8);
+        return 16;
+    }
+    put32(o, 0x668E33EFu);
+    o[4] = 0; o[5] = 1; /* flags: DONE */
+    o[6] = 0; o[7] = 1; /* type: OFFSET_DATA */
+    memcpy(o + 8, cookie, 8);
+    put32(o + 16, 8 + len);
+    put64(o + 20, off);
+    return 28;
+}
+
+static PyObject *fast_reads(PyObject *self, PyObject *args) {
+    int fd, structured;
+    Py_buffer view;
+    Py_ssize_t start, end, max_count, max_bytes;
+    unsigned long long size;
+    if (!PyArg_ParseTuple(args, "iy*nnKpnn", &fd, &view, &start, &end, &size, &structured, &max_count, &max_bytes))
+        return NULL;
+    PyObject *out = NULL, *result = NULL;
+    if (start < 0 || end > view.len || start > end || max_count < 1) {
+        PyErr_SetString(PyExc_ValueError, "reads: bad bounds");
+        goto done;
+    }
+    const unsigned char *b = view.buf;
+    Py_ssize_t n = 0, total = 0, p = start, each = structured ? 28 : 16;
+    while (n < max_count && end - p >= REQ_SIZE && plain_read(b + p, size)) {
+        Py_ssize_t len = be32(b + p + 24);
+        if (n > 0 && total + len > max_bytes)
+            break;
+        total += each + len;
+        n++;
+        p += REQ_SIZE;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto done;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    Py_ssize_t done_n = 0, used = 0;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; done_n < n; done_n++) {
+        const unsigned char *h = b + start + REQ_SIZE * done_n;
+        uint64_t off = be64(h + 16);
+        size_t left = be32(h + 24);
+        Py_ssize_t hl = read_header(o + used, h + 8, off, (uint32_t)left, structured);
+        unsigned char *d = o + used + hl;
+        while (left > 0) {
+            ssize_t r = pread(fd, d, left, (off_t)off);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                err = 1; /* an error or a short read: the Python path reports this request */
+                break;
+            }
+            d += r;
+            off += (uint64_t)r;
+            left -= (size_t)r;
+        }
+        if (err)
+            break;
+        used = d - o;
+    }
+    Py_END_ALLOW_THREADS
+    if (used < total && _PyBytes_Resize(&out, used) < 0)
+        goto done;
+    result = Py_BuildValue("(Onn)", out, start + REQ_SIZE * done_n, done_n);
+done:
+    Py_XDECREF(out);
+    PyBuffer_Release(&view);
+    return result;
 }
 
 
@@ -716,6 +808,7 @@ static PyMethodDef methods[] = {
     {"check", fast_check, METH_VARARGS, "Validate a write batch; its activity-log extents."},
     {"apply", fast_apply, METH_VARARGS, "Validate a write batch, then write it to fd."},
     {"replies", fast_replies, METH_VARARGS, "Success replies for the given cookies."},
+    {"reads", fast_reads, METH_VARARGS, "Answer the run of plain READs at a buffer's head from a file."},
     {"rx_acks", fast_rx_acks, METH_VARARGS, "The ids of the acknowledgement frames at a buffer's head."},
     {"rx_writes", fast_rx_writes, METH_VARARGS, "Authenticate, check and write the WRITES frames at a buffer's head."},
     {"serve_writes", fast_serve_writes, METH_VARARGS, "Take WRITES frames from a socket until something else comes."},

@@ -255,6 +255,10 @@ class Engine:
             return EIO
         return 0
 
+    def reads_locally(self) -> bool:
+        """Whether client reads are served from the local disk now (Primary, disk attached)."""
+        return self.role == PRIMARY and not self.diskless()
+
     def read(self, offset: int, length: int) -> bytes | None:
         """Local read; None when it must be served by a peer (Diskless, or the disk just failed)."""
         self.counters["reads"] += 1

@@ -22,6 +22,12 @@ touch (all of them, in first-seen order, as ``scan`` reports them).
 then writes it (OSError on a disk error). Returns the number of writes.
 
 ``replies(cookies, structured)`` is the success reply of every cookie, concatenated.
+
+``reads(fd, buf, start, end, size, structured, max_count, max_bytes)`` answers the run of plain
+READs (no flag but DF, 1 byte to 32 MiB, inside the volume) at the head of ``buf[start:end]``
+from ``fd``: their replies (header and data each, in order), the position after them and their
+number. It takes at most ``max_count`` and, after the first, no more than ``max_bytes`` of data;
+it stops before a read that fails or comes back short (the per-request path reports it).
 """
 
 from __future__ import annotations
@@ -140,13 +146,43 @@ def py_apply(fd: int, payload: bytes | memoryview, size: int) -> int:
     return len(ents)
 
 
+def _plain_read(flags: int, cmd: int, offset: int, length: int, size: int) -> bool:
+    return cmd == P.CMD_READ and flags & ~P.CMDF_DF == 0 and 0 < length <= P.MAX_REQUEST and offset + length <= size
+
+
+def py_reads(
+    fd: int, buf: bytes | bytearray | memoryview, start: int, end: int, size: int, structured: bool, max_count: int,
+    max_bytes: int,
+) -> tuple[bytes, int, int]:  # fmt: skip
+    out: list[bytes] = []
+    pos, n, total = start, 0, 0
+    while n < max_count and end - pos >= P.REQ.size:
+        magic, flags, cmd, cookie, offset, length = P.REQ.unpack_from(buf, pos)
+        if magic != P.REQUEST_MAGIC or not _plain_read(flags, cmd, offset, length, size):
+            break
+        if n and total + length > max_bytes:
+            break
+        try:
+            data = os.pread(fd, length, offset)
+        except OSError:
+            break
+        if len(data) != length:
+            break
+        out += [P.read_reply_header(cookie, offset, length, structured), data]
+        total += length
+        n += 1
+        pos += P.REQ.size
+    return b"".join(out), pos, n
+
+
 def py_replies(cookies: bytes, structured: bool) -> bytes:
     if len(cookies) % 8:
         raise ValueError("cookies are 8 bytes each")
     return b"".join(P.reply(c, 0, structured) for (c,) in struct.iter_unpack(">Q", cookies))
 
 
-scan, check, apply, replies = py_scan, py_check, py_apply, py_replies
+scan, check, apply, replies, reads = py_scan, py_check, py_apply, py_replies, py_reads
+MAX_READ_BYTES = 1 << 20  # data answered by one ``reads`` call (the first read may be larger)
 # the receiving side's paths, compiled only (the frame parser is their reference):
 # wire.Decoder.take_writes / take_acks, peer.PeerLink.serve
 rx_writes: Any = None
@@ -161,7 +197,7 @@ if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for co
     except ImportError:
         pass
     else:
-        scan, check, apply, replies = _fast.scan, _fast.check, _fast.apply, _fast.replies
+        scan, check, apply, replies, reads = _fast.scan, _fast.check, _fast.apply, _fast.replies, _fast.reads
         COMPILED = True
         if os.environ.get("HASTACK_BLOCKREPL_COMPILED_FRAMES", "1") != "0":  # 0: for A/B runs
             rx_writes, rx_acks, serve_writes = _fast.rx_writes, _fast.rx_acks, _fast.serve_writes

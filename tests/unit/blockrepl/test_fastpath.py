@@ -22,7 +22,7 @@ AL = 64 << 10
 def test_the_compiled_loops_are_loaded() -> None:
     """The benchmark and the system tests measure the compiled path: `make venv` builds it."""
     assert F.scan is F._fast.scan and F.apply is F._fast.apply and F.replies is F._fast.replies
-    assert F.check is F._fast.check
+    assert F.check is F._fast.check and F.reads is F._fast.reads
 
 
 def request(cmd: int, flags: int, cookie: int, offset: int, length: int, data: bytes = b"") -> bytes:
@@ -169,3 +169,54 @@ def test_every_extent_of_a_batch_is_reported() -> None:
     items, _ = F._fast.scan(buf, *args)
     assert len(items) == 1 and items[0][2] == want
     assert (items, len(buf)) == F.py_scan(buf, *args)
+
+
+read_requests = st.tuples(
+    st.sampled_from([P.CMD_READ, P.CMD_READ, P.CMD_READ, P.CMD_WRITE, P.CMD_FLUSH]),
+    st.sampled_from([0, 0, P.CMDF_DF, P.CMDF_FUA]),
+    st.integers(0, 2**64 - 1),
+    st.one_of(st.integers(0, SIZE // 512).map(lambda b: b * 512), st.integers(0, 2**64 - 1)),
+    st.sampled_from([0, 1, 512, 4096, 9000, SIZE]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reqs=st.lists(read_requests, max_size=10),
+    cut=st.integers(0, 10**6),
+    structured=st.booleans(),
+    max_count=st.integers(1, 6),
+    max_bytes=st.sampled_from([1, 4096, 10000, 1 << 20]),
+)
+def test_reads_match_the_reference(
+    reqs: list[tuple[int, int, int, int, int]], cut: int, structured: bool, max_count: int, max_bytes: int
+) -> None:
+    """Runs of plain reads answered in one compiled call: the same replies, position and count
+    as the Python reference (which builds each reply as the per-request path does)."""
+    buf = bytearray(b"\0" * 5 + stream(reqs))
+    end = max(5, len(buf) - cut % (len(buf) + 1))
+    with tempfile.TemporaryFile() as f:
+        f.write(bytes(range(256)) * (SIZE // 256))
+        f.flush()
+        want = F.py_reads(f.fileno(), buf, 5, end, SIZE, structured, max_count, max_bytes)
+        got = F._fast.reads(f.fileno(), buf, 5, end, SIZE, structured, max_count, max_bytes)
+    assert got == want
+
+
+def test_a_read_that_fails_is_left_for_the_per_request_path() -> None:
+    buf = request(P.CMD_READ, 0, 1, 0, 4096) + request(P.CMD_READ, 0, 2, 4096, 4096)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "disk")
+        with open(path, "wb") as f:
+            f.truncate(4096)  # the second read runs past the end of the file: short
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            replies, pos, n = F._fast.reads(fd, buf, 0, len(buf), SIZE, False, 16, 1 << 20)
+        finally:
+            os.close(fd)
+        assert (n, pos) == (1, P.REQ.size) and replies == P.simple_reply(1) + bytes(4096)
+        wfd = os.open(path, os.O_WRONLY)  # reads fail at once (EBADF)
+        try:
+            assert F._fast.reads(wfd, buf, 0, len(buf), SIZE, True, 16, 1 << 20) == (b"", 0, 0)
+        finally:
+            os.close(wfd)
