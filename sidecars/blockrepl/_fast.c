@@ -19,8 +19,6 @@
  */
 #include "_fast.h"
 
-
-
 int ext_add(Extents *x, uint64_t off, uint64_t len, uint64_t al_extent) {
     for (uint64_t e = off / al_extent; e <= (off + len - 1) / al_extent; e++) {
         Py_ssize_t k = x->n;
@@ -58,34 +56,64 @@ PyObject *ext_tuple(Extents *x) {
     return t;
 }
 
+/* The run of plain writes at b[pos:end] one batch takes: at most max_count, whole, and after
+ * the first no more than max_bytes of data. Its number of writes; *data: their data bytes. */
+Py_ssize_t batch_run(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, uint64_t size, uint32_t max_write,
+                     Py_ssize_t max_count, Py_ssize_t max_bytes, Py_ssize_t *data) {
+    Py_ssize_t n = 0;
+    *data = 0;
+    while (n < max_count && end - pos >= REQ_SIZE && be32(b + pos) == REQUEST_MAGIC &&
+           batchable(b + pos, size, max_write)) {
+        uint32_t l = be32(b + pos + 24);
+        if (end - pos - REQ_SIZE < (Py_ssize_t)l || (n > 0 && *data + l > max_bytes))
+            break;
+        n++;
+        *data += l;
+        pos += REQ_SIZE + l;
+    }
+    return n;
+}
+
+/* The activity-log extents of the run of n writes at b[pos:], added to x. 0, or -1 (memory). */
+int run_extents(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n, uint64_t al_extent, Extents *x) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t len = be32(b + pos + 24);
+        if (ext_add(x, be64(b + pos + 16), len, al_extent) < 0)
+            return -1;
+        pos += REQ_SIZE + len;
+    }
+    return 0;
+}
+
+/* The run of n writes at b[pos:] as a batch (payload: head, table, data) and their cookies. */
+void fill_batch(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n, unsigned char *payload,
+                unsigned char *cookies) {
+    unsigned char *dp = payload + BATCH_HEAD + BATCH_ENTRY * n;
+    put32(payload, (uint32_t)n);
+    put32(payload + 4, 0);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *h = b + pos;
+        uint32_t len = be32(h + 24);
+        unsigned char *e = payload + BATCH_HEAD + BATCH_ENTRY * i;
+        memcpy(e, h + 16, 8);
+        put32(e + 8, len);
+        put32(e + 12, 0);
+        memcpy(cookies + 8 * i, h + 8, 8);
+        memcpy(dp, h + REQ_SIZE, len);
+        dp += len;
+        pos += REQ_SIZE + len;
+    }
+}
+
 static PyObject *make_batch(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t data,
                             uint64_t al_extent) {
     PyObject *payload = PyBytes_FromStringAndSize(NULL, BATCH_HEAD + BATCH_ENTRY * n + data);
     PyObject *cookies = PyBytes_FromStringAndSize(NULL, 8 * n);
     PyObject *exts = NULL, *item = NULL;
     Extents seen = {NULL, 0, 0};
-    if (payload == NULL || cookies == NULL)
+    if (payload == NULL || cookies == NULL || run_extents(b, pos, n, al_extent, &seen) < 0)
         goto fail;
-    unsigned char *pp = (unsigned char *)PyBytes_AS_STRING(payload);
-    unsigned char *cp = (unsigned char *)PyBytes_AS_STRING(cookies);
-    unsigned char *dp = pp + BATCH_HEAD + BATCH_ENTRY * n;
-    put32(pp, (uint32_t)n);
-    put32(pp + 4, 0);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const unsigned char *h = b + pos;
-        uint64_t off = be64(h + 16);
-        uint32_t len = be32(h + 24);
-        unsigned char *e = pp + BATCH_HEAD + BATCH_ENTRY * i;
-        put64(e, off);
-        put32(e + 8, len);
-        put32(e + 12, 0);
-        memcpy(cp + 8 * i, h + 8, 8);
-        memcpy(dp, h + REQ_SIZE, len);
-        dp += len;
-        if (ext_add(&seen, off, len, al_extent) < 0)
-            goto fail;
-        pos += REQ_SIZE + len;
-    }
+    fill_batch(b, pos, n, (unsigned char *)PyBytes_AS_STRING(payload), (unsigned char *)PyBytes_AS_STRING(cookies));
     exts = ext_tuple(&seen);
     if (exts == NULL)
         goto fail;
@@ -127,23 +155,14 @@ static PyObject *fast_scan(PyObject *self, PyObject *args) {
         if (cmd == CMD_WRITE && (len > MAX_REQUEST || end - pos - REQ_SIZE < (Py_ssize_t)len))
             break; /* oversize (reported by the reference parser) or the payload is still arriving */
         if (batchable(h, size, max_write)) {
-            Py_ssize_t n = 0, data = 0, p = pos;
-            while (n < max_count && end - p >= REQ_SIZE && be32(b + p) == REQUEST_MAGIC &&
-                   batchable(b + p, size, max_write)) {
-                uint32_t l = be32(b + p + 24);
-                if (end - p - REQ_SIZE < (Py_ssize_t)l || (n > 0 && data + l > max_bytes))
-                    break;
-                n++;
-                data += l;
-                p += REQ_SIZE + l;
-            }
+            Py_ssize_t data, n = batch_run(b, pos, end, size, max_write, max_count, max_bytes, &data);
             PyObject *it = make_batch(b, pos, n, data, al_extent);
             if (it == NULL || PyList_Append(items, it) < 0) {
                 Py_XDECREF(it);
                 goto out;
             }
             Py_DECREF(it);
-            pos = p;
+            pos += REQ_SIZE * n + data;
             continue;
         }
         Py_ssize_t dstart = pos + REQ_SIZE;
@@ -281,13 +300,13 @@ void write_replies(unsigned char *o, const unsigned char *c, Py_ssize_t n, int s
     Py_ssize_t each = structured ? 20 : 16;
     for (Py_ssize_t i = 0; i < n; i++, o += each, c += 8) {
         if (structured) {
-            put32(o, 0x668E33EFu);
+            put32(o, STRUCTURED_REPLY_MAGIC);
             o[4] = 0; o[5] = 1; /* flags: DONE */
             o[6] = 0; o[7] = 0; /* type: NONE */
             memcpy(o + 8, c, 8);
             put32(o + 16, 0);
         } else {
-            put32(o, 0x67446698u);
+            put32(o, SIMPLE_REPLY_MAGIC);
             put32(o + 4, 0);
             memcpy(o + 8, c, 8);
         }
@@ -329,12 +348,12 @@ static int plain_read(const unsigned char *h, uint64_t size) {
 static Py_ssize_t read_header(unsigned char *o, const unsigned char *cookie, uint64_t off, uint32_t len,
                               int structured) {
     if (!structured) {
-        put32(o, 0x67446698u);
+        put32(o, SIMPLE_REPLY_MAGIC);
         put32(o + 4, 0);
         memcpy(o + 8, cookie, 8);
         return 16;
     }
-    put32(o, 0x668E33EFu);
+    put32(o, STRUCTURED_REPLY_MAGIC);
     o[4] = 0; o[5] = 1; /* flags: DONE */
     o[6] = 0; o[7] = 1; /* type: OFFSET_DATA */
     memcpy(o + 8, cookie, 8);
@@ -663,6 +682,17 @@ static PyObject *ack_frame(PyObject *ids, Py_ssize_t from, unsigned int ack_type
     return frame;
 }
 
+/* Make room in a receive buffer of len bytes for `need` bytes from its start. */
+void make_room(unsigned char *b, Py_ssize_t len, Py_ssize_t *start, Py_ssize_t *end, Py_ssize_t need) {
+    if (*start == *end) {
+        *start = *end = 0;
+    } else if (*start + need > len) {
+        memmove(b, b + *start, (size_t)(*end - *start));
+        *end -= *start;
+        *start = 0;
+    }
+}
+
 /* Send as much of data[*off:] as the socket takes now; -1 with errno on a failure other than
  * a full socket. */
 int send_some(int sock, const char *data, Py_ssize_t len, Py_ssize_t *off) {
@@ -752,13 +782,7 @@ static PyObject *fast_serve_writes(PyObject *self, PyObject *args) {
         double left = deadline - now_s();
         if (left <= 0)
             break;
-        if (start == end)
-            start = end = 0;
-        else if (start + need > view.len) { /* room for all of it (need <= view.len / 2) */
-            memmove(b, b + start, (size_t)(end - start));
-            end -= start;
-            start = 0;
-        }
+        make_room(b, view.len, &start, &end, need); /* room for all of it (need <= view.len / 2) */
         struct pollfd pfd[2] = {{.fd = sock, .events = POLLIN}, {.fd = watch, .events = POLLIN}};
         ssize_t got = 0;
         int ready, err = 0;

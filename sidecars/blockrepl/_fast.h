@@ -50,7 +50,16 @@ typedef struct {
 #define MAC_LEN 16
 #define MIN_SERVE_BUFFER (256 << 10)
 
+#define SIMPLE_REPLY_MAGIC 0x67446698u
+#define STRUCTURED_REPLY_MAGIC 0x668E33EFu
+
 int ext_add(Extents *x, uint64_t off, uint64_t len, uint64_t al_extent);
+Py_ssize_t batch_run(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, uint64_t size, uint32_t max_write,
+                     Py_ssize_t max_count, Py_ssize_t max_bytes, Py_ssize_t *data);
+int run_extents(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n, uint64_t al_extent, Extents *x);
+void fill_batch(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n, unsigned char *payload,
+                unsigned char *cookies);
+void make_room(unsigned char *b, Py_ssize_t len, Py_ssize_t *start, Py_ssize_t *end, Py_ssize_t need);
 PyObject *ext_tuple(Extents *x);
 Py_ssize_t validate(const unsigned char *p, Py_ssize_t len, uint64_t size);
 int write_all(int fd, const unsigned char *p, Py_ssize_t n);

@@ -441,22 +441,8 @@ static int submit(Serve *s, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t data, Exten
             PyErr_NoMemory();
         return -1;
     }
-    unsigned char *pp = (unsigned char *)PyBytes_AS_STRING(payload), *cp = (unsigned char *)PyBytes_AS_STRING(cookies);
-    unsigned char *dp = pp + BATCH_HEAD + BATCH_ENTRY * n;
-    put32(pp, (uint32_t)n);
-    put32(pp + 4, 0);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const unsigned char *h = s->buf + pos;
-        uint32_t len = be32(h + 24);
-        unsigned char *e = pp + BATCH_HEAD + BATCH_ENTRY * i;
-        memcpy(e, h + 16, 8);
-        put32(e + 8, len);
-        put32(e + 12, 0);
-        memcpy(cp + 8 * i, h + 8, 8);
-        memcpy(dp, h + REQ_SIZE, len);
-        dp += len;
-        pos += REQ_SIZE + len;
-    }
+    unsigned char *pp = (unsigned char *)PyBytes_AS_STRING(payload);
+    fill_batch(s->buf, pos, n, pp, (unsigned char *)PyBytes_AS_STRING(cookies));
     memcpy(exts, seen->v, (size_t)seen->n * sizeof(uint64_t));
     uint64_t id = s->next_id++;
     uint64_t oldest = f->n ? f->v[0].id : id;
@@ -524,19 +510,11 @@ static int take_requests(Serve *s, Extents *seen, Py_ssize_t *need) {
         Py_ssize_t room = s->room - (s->in_flight + s->submitted - s->a.answered);
         if (room <= 0)
             return 0; /* read no more until some are answered */
-        Py_ssize_t n = 0, data = 0, p = pos;
+        Py_ssize_t data, max_count = s->max_count < room ? s->max_count : room;
+        Py_ssize_t n = batch_run(b, pos, s->end, s->size, s->max_write, max_count, s->max_bytes, &data);
         seen->n = 0;
-        while (n < s->max_count && n < room && s->end - p >= REQ_SIZE && be32(b + p) == REQUEST_MAGIC &&
-               batchable(b + p, s->size, s->max_write)) {
-            uint32_t l = be32(b + p + 24);
-            if (s->end - p - REQ_SIZE < (Py_ssize_t)l || (n > 0 && data + l > s->max_bytes))
-                break;
-            if (ext_add(seen, be64(b + p + 16), l, s->al_extent) < 0)
-                return -1;
-            n++;
-            data += l;
-            p += REQ_SIZE + l;
-        }
+        if (run_extents(b, pos, n, s->al_extent, seen) < 0)
+            return -1;
         int active = all_active(s->table, seen);
         if (active < 0)
             return -1;
@@ -550,7 +528,7 @@ static int take_requests(Serve *s, Extents *seen, Py_ssize_t *need) {
         }
         if (submit(s, pos, n, data, seen) < 0)
             return -1;
-        s->start = p;
+        s->start = pos + REQ_SIZE * n + data;
     }
     return 0;
 }
@@ -599,17 +577,6 @@ static int take_acks(Serve *s, Peer *p, Py_ssize_t *need) {
             s->why = "deadline";
         if (PyList_GET_SIZE(p->foreign) && s->why == NULL)
             s->why = "foreign"; /* the engine's own writes: after this frame */
-    }
-}
-
-/* Make room in a receive buffer for `need` bytes from its start. */
-static void make_room(unsigned char *b, Py_ssize_t len, Py_ssize_t *start, Py_ssize_t *end, Py_ssize_t need) {
-    if (*start == *end) {
-        *start = *end = 0;
-    } else if (*start + need > len) {
-        memmove(b, b + *start, (size_t)(*end - *start));
-        *end -= *start;
-        *start = 0;
     }
 }
 
