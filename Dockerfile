@@ -17,7 +17,10 @@ COPY sidecars/gate /src/gate
 RUN cd /src/gate && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o /out/hastack-gate .
 
 FROM os AS build
-RUN apt-get update && apt-get install -y --no-install-recommends python3-pip && rm -rf /var/lib/apt/lists/*
+# gcc, the Python headers and libssl-dev build blockrepl's compiled write path (libssl3, which
+# it links, is in the os stage with python3)
+RUN apt-get update && apt-get install -y --no-install-recommends python3-pip gcc libc6-dev python3-dev libssl-dev \
+ && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml /src/
 COPY operator /src/operator
 COPY sidecars /src/sidecars

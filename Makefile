@@ -22,7 +22,7 @@ setup: venv
 	bash .ci/install-deps
 	tests/harness/build-binaries all
 
-$(PY): pyproject.toml sidecars/blockrepl/_fast.c sidecars/blockrepl/_fast.h sidecars/blockrepl/_primary.c  # the compiled write path is built by the install
+$(PY): pyproject.toml sidecars/blockrepl/_fast.c sidecars/blockrepl/_fast.h sidecars/blockrepl/_primary.c sidecars/blockrepl/_gmac.c  # the compiled write path is built by the install
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -437,6 +437,9 @@ int tags_equal(const unsigned char *a, const unsigned char *b) {
  * out. 0, or -1 on a Python error. */
 int tag_of(PyObject *mac, uint64_t seq, const unsigned char *h, const unsigned char *body, Py_ssize_t len,
            unsigned char *out) {
+    int direct = gmac_tag(mac, seq, h, body, len, out); /* the compiled MAC, without the interpreter */
+    if (direct <= 0)
+        return direct;
     PyObject *hdr = PyMemoryView_FromMemory((char *)h, FRAME_HEAD, PyBUF_READ);
     PyObject *pl = PyMemoryView_FromMemory((char *)body, len, PyBUF_READ);
     PyObject *tag = hdr != NULL && pl != NULL ? PyObject_CallFunction(mac, "KOO", (unsigned long long)seq, hdr, pl)
@@ -558,11 +561,13 @@ typedef struct {
 
 /* Take the WRITES frames at b[*pos:end] that the frame parser would hand over as plain writes
  * of type ftype whose extents are all in the activity log's table: authenticate, check, write.
- * Stops before anything else, and after a write that failed. 0, or -1 on a Python error. */
+ * Stops before anything else, after a write that failed and after `most` frames. 0, or -1 on
+ * a Python error. */
 static int take_writes(const unsigned char *b, Py_ssize_t *pos, Py_ssize_t end, unsigned int ftype, PyObject *mac,
-                       uint64_t size, int fd, PyObject *table, uint64_t al_extent, Taken *t, Extents *seen) {
+                       uint64_t size, int fd, PyObject *table, uint64_t al_extent, Taken *t, Extents *seen,
+                       Py_ssize_t most) {
     Py_ssize_t maclen = mac == Py_None ? 0 : MAC_LEN;
-    while (t->failed == Py_None && end - *pos >= FRAME_HEAD) {
+    for (Py_ssize_t taken = 0; taken < most && t->failed == Py_None && end - *pos >= FRAME_HEAD; taken++) {
         const unsigned char *f = b + *pos;
         Py_ssize_t len = next_frame(f, end - *pos, ftype, ftype, t->seq, mac);
         if (len == -2)
@@ -644,7 +649,7 @@ static PyObject *fast_rx_writes(PyObject *self, PyObject *args) {
         goto out;
     }
     Py_ssize_t pos = start;
-    if (take_writes(view.buf, &pos, end, ftype, mac, size, fd, table, al_extent, &t, &seen) == 0)
+    if (take_writes(view.buf, &pos, end, ftype, mac, size, fd, table, al_extent, &t, &seen, PY_SSIZE_T_MAX) == 0)
         result = Py_BuildValue("(nKOOLO)", pos, t.seq, t.ids, t.exts, t.settled, t.failed);
 out:
     PyMem_Free(seen.v);
@@ -747,9 +752,12 @@ static PyObject *fast_serve_writes(PyObject *self, PyObject *args) {
     double deadline = now_s() + budget;
     for (;;) {
         Py_ssize_t before = PyList_GET_SIZE(t.ids);
-        if (take_writes(b, &start, end, ftype, mac, size, fd, table, al_extent, &t, &seen) < 0)
+        /* one frame at a time, each acknowledged once written: the Primary answers its client
+         * for a batch while this replica writes the next (docs/blockrepl.md, "Pipelining") */
+        if (take_writes(b, &start, end, ftype, mac, size, fd, table, al_extent, &t, &seen, 1) < 0)
             goto out;
-        if (PyList_GET_SIZE(t.ids) > before) {
+        int took = PyList_GET_SIZE(t.ids) > before;
+        if (took) {
             PyObject *frame = ack_frame(t.ids, before, ack_type, enc_seq + 1, enc_mac);
             if (frame == NULL)
                 goto out;
@@ -768,6 +776,8 @@ static PyObject *fast_serve_writes(PyObject *self, PyObject *args) {
             why = "failed";
             break;
         }
+        if (took && PyList_GET_SIZE(t.ids) < max_frames)
+            continue; /* the next frame, if it is here */
         Py_ssize_t need = FRAME_HEAD + maclen; /* bytes the frame at the head needs */
         if (end - start >= FRAME_HEAD) {        /* one it did not take: the parser's once all here */
             uint64_t whole = FRAME_HEAD + (uint64_t)be32(b + start + 4) + (uint64_t)maclen;
@@ -845,7 +855,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fast(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && primary_add_types(m) < 0) {
+    if (m != NULL && (primary_add_types(m) < 0 || gmac_add_type(m) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

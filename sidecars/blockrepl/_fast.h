@@ -1,5 +1,5 @@
 /* What the compiled parts of blockrepl share (_fast.c: the small-write path and the receiving
- * side; _primary.c: the Primary's serve loop). */
+ * side; _primary.c: the Primary's serve loop; _gmac.c: the frame MAC). */
 #ifndef HASTACK_FAST_H
 #define HASTACK_FAST_H
 #define PY_SSIZE_T_CLEAN
@@ -74,5 +74,9 @@ Py_ssize_t next_frame(const unsigned char *f, Py_ssize_t avail, unsigned int a, 
 int send_some(int sock, const char *data, Py_ssize_t len, Py_ssize_t *off);
 double now_s(void);
 int primary_add_types(PyObject *module);
+/* _gmac.c: the tag from a compiled Gmac (0, or -1 on a Python error); 1 if mac is not one. */
+int gmac_tag(PyObject *mac, uint64_t seq, const unsigned char *hdr, const unsigned char *body, Py_ssize_t len,
+             unsigned char *out);
+int gmac_add_type(PyObject *module);
 
 #endif

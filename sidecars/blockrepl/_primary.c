@@ -18,7 +18,8 @@
  *
  * serve takes the client's runs of plain writes (as fastpath.scan frames them) whose extents
  * are all in the activity log, and for each: a new id, one WRITES frame to every peer (the
- * settled id in its offset, as peer.send_writes), the local pwrites, an entry here; it takes
+ * settled id in its offset, as peer.send_writes), the local pwrites, an entry here (a run of
+ * more than max_count writes goes as near-equal batches of at most max_count); it takes
  * the peers' acknowledgement frames (as rx_acks) and answers a batch once every peer has
  * acknowledged it (answer_at_once: protocol A, once written locally) and the monotonic clock
  * is before `deadline` (the heartbeat deadline). It stops — and the Python side takes over
@@ -510,8 +511,13 @@ static int take_requests(Serve *s, Extents *seen, Py_ssize_t *need) {
         Py_ssize_t room = s->room - (s->in_flight + s->submitted - s->a.answered);
         if (room <= 0)
             return 0; /* read no more until some are answered */
-        Py_ssize_t data, max_count = s->max_count < room ? s->max_count : room;
-        Py_ssize_t n = batch_run(b, pos, s->end, s->size, s->max_write, max_count, s->max_bytes, &data);
+        /* a run longer than max_count goes as near-equal batches of at most max_count: the peers
+         * write and acknowledge one while the next is on its way (docs/blockrepl.md, "Pipelining") */
+        Py_ssize_t data, n = batch_run(b, pos, s->end, s->size, s->max_write, room, s->max_bytes, &data);
+        if (n > s->max_count) {
+            Py_ssize_t parts = (n + s->max_count - 1) / s->max_count;
+            n = batch_run(b, pos, s->end, s->size, s->max_write, (n + parts - 1) / parts, s->max_bytes, &data);
+        }
         seen->n = 0;
         if (run_extents(b, pos, n, s->al_extent, seen) < 0)
             return -1;
@@ -796,12 +802,5 @@ static PyTypeObject FlightType = {
 };
 
 int primary_add_types(PyObject *m) {
-    if (PyType_Ready(&FlightType) < 0)
-        return -1;
-    Py_INCREF(&FlightType);
-    if (PyModule_AddObject(m, "Flight", (PyObject *)&FlightType) < 0) {
-        Py_DECREF(&FlightType);
-        return -1;
-    }
-    return 0;
+    return PyModule_AddType(m, &FlightType); /* under its tp_name's last part */
 }

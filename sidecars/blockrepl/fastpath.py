@@ -190,6 +190,8 @@ rx_acks: Any = None
 serve_writes: Any = None
 # the Primary's serve loop and its writes in flight (primary.py), compiled only
 Flight: Any = None
+# the frame MAC of wire versions >= 2, compiled (wire.frame_mac holds the reference)
+Gmac: Any = None
 COMPILED = False
 if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for comparisons
     try:
@@ -199,6 +201,8 @@ if not os.environ.get("HASTACK_BLOCKREPL_PURE_PYTHON"):  # the reference, for co
     else:
         scan, check, apply, replies, reads = _fast.scan, _fast.check, _fast.apply, _fast.replies, _fast.reads
         COMPILED = True
+        if os.environ.get("HASTACK_BLOCKREPL_COMPILED_MAC", "1") != "0":  # 0: for A/B runs
+            Gmac = _fast.Gmac
         if os.environ.get("HASTACK_BLOCKREPL_COMPILED_FRAMES", "1") != "0":  # 0: for A/B runs
             rx_writes, rx_acks, serve_writes = _fast.rx_writes, _fast.rx_acks, _fast.serve_writes
             if os.environ.get("HASTACK_BLOCKREPL_PRIMARY_SERVE", "1") != "0":  # 0: for A/B runs

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SERVE_BUDGET = 0.002  # seconds the loop may keep the event loop waiting at most
 SERVE_BATCHES = 256
+# writes per WRITES frame at most (a longer run goes as near-equal frames): with a client's
+# window of 16 in one frame the client, this replica and its peers take turns; in frames of
+# up to 8, each peer acknowledges a frame once written and this replica answers it while the
+# peers write the next (docs/blockrepl.md, "Pipelining"; the environment variable: A/B runs)
+SERVE_SPLIT = int(os.environ.get("HASTACK_BLOCKREPL_SERVE_SPLIT", "8"))
 NO_PENDING = (1 << 64) - 1
 CONTINUE = ("frame", "foreign")  # a peer's frame the Python paths took: the loop may go on
 # test-only: the loop answers writes once written locally, before their peers acknowledged them
@@ -136,7 +141,7 @@ def serve(conn: NbdConnection, links: list[PeerLink], budget: float) -> str:
         out = flight.serve(
             t.get_extra_info("socket").fileno(), rx.buf, rx.start, rx.end, conn, conn.structured,
             conn.max_in_flight, tuple(peers), e.size, e.fd, e.al.table(), AL_EXTENT, fastpath.MAX_WRITE,
-            fastpath.MAX_COUNT, fastpath.MAX_BYTES, conn.in_flight, e.next_id, next(iter(e.pending), NO_PENDING),
+            SERVE_SPLIT, fastpath.MAX_BYTES, conn.in_flight, e.next_id, next(iter(e.pending), NO_PENDING),
             W.ACK_RECVS, W.ACK_WRITES, e.protocol == "A" or ANSWER_EARLY, deadline, loop_poll_fd(e.loop), budget,
             SERVE_BATCHES,
         )  # fmt: skip

@@ -167,15 +167,23 @@ def direction_key(secret: bytes, sender_id: int, ids_nonces: dict[int, bytes], v
 Mac = Callable[[int, bytes | memoryview, bytes | memoryview], bytes]
 
 
+def py_gmac(key: bytes) -> Mac:
+    """The frame MAC of wire versions >= 2: AES-GCM's tag with the sequence number as the nonce,
+    the payload as associated data and the header as the text (the reference of the compiled
+    ``fastpath.Gmac``, which gives the same tags)."""
+    gcm = AESGCM(key)
+
+    def gmac(seq: int, hdr: bytes | memoryview, payload: bytes | memoryview) -> bytes:
+        return gcm.encrypt(seq.to_bytes(12, "big"), hdr, payload if len(payload) else None)[-MAC_LEN:]
+
+    return gmac
+
+
 def frame_mac(key: bytes, version: int) -> Mac:
     """The frame MAC of a protocol version: ``mac(seq, header, payload) -> 16 bytes``."""
     if version >= 2:
-        gcm = AESGCM(key)
-
-        def gmac(seq: int, hdr: bytes | memoryview, payload: bytes | memoryview) -> bytes:
-            return gcm.encrypt(seq.to_bytes(12, "big"), hdr, payload if len(payload) else None)[-MAC_LEN:]
-
-        return gmac
+        # compiled where built: the compiled paths then call it without the interpreter
+        return fastpath.Gmac(key) if fastpath.Gmac is not None else py_gmac(key)
     base = hmac.new(key, digestmod="sha256")
 
     def hmac_sha256(seq: int, hdr: bytes | memoryview, payload: bytes | memoryview) -> bytes:

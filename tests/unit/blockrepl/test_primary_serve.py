@@ -81,11 +81,12 @@ class Primary:
 
     def serve(self, budget: float = 0.05, **kw: Any) -> dict[str, Any]:
         rx = self.rx
-        args = dict(room=512, py_oldest=NO_PENDING, answer_at_once=False, deadline=math.inf, watch=-1)
+        args = dict(room=512, py_oldest=NO_PENDING, answer_at_once=False, deadline=math.inf, watch=-1,
+                    max_count=F.MAX_COUNT)  # fmt: skip
         args.update(kw)
         out = self.flight.serve(
             self.nbd.fileno(), rx.buf, rx.start, rx.end, self, False, args["room"],
-            tuple(p.arg() for p in self.peers), SIZE, self.fd, self.table, AL_EXTENT, F.MAX_WRITE, F.MAX_COUNT,
+            tuple(p.arg() for p in self.peers), SIZE, self.fd, self.table, AL_EXTENT, F.MAX_WRITE, args["max_count"],
             F.MAX_BYTES, self.in_flight, self.next_id, args["py_oldest"], W.ACK_RECVS, W.ACK_WRITES,
             args["answer_at_once"], args["deadline"], args["watch"], budget, 256,
         )  # fmt: skip
@@ -154,6 +155,22 @@ def test_writes_go_to_the_peer_first_and_are_answered_only_once_it_acknowledged(
     assert out["answered"] == 3 and prim.replies() == [1, 2, 3] and len(prim.flight) == 0
     counts, seconds = prim.flight.latency()
     assert sum(counts) == 3 and seconds > 0
+
+
+@pytest.mark.parametrize(("n", "most", "sizes"), [(13, 8, [7, 6]), (16, 8, [8, 8]), (17, 8, [6, 6, 5]), (8, 8, [8])])
+def test_a_long_run_goes_as_near_equal_batches(prim: Primary, n: int, most: int, sizes: list[int]) -> None:
+    """Pipelining: the peer can write and acknowledge the first while the next is on its way;
+    each batch is answered on its own acknowledgement."""
+    prim.client.sendall(b"".join(write(c, c * 4096, bytes([c]) * 4096) for c in range(1, n + 1)))
+    out = prim.serve(max_count=most)
+    assert out["submitted"] == n and out["batches"] == len(sizes)
+    frames = prim.peers[0].frames()
+    assert [struct.unpack_from(">I", f.payload)[0] for f in frames] == sizes
+    assert [f.id for f in frames] == list(range(100, 100 + len(sizes)))
+    prim.peers[0].ack(100)
+    prim.serve()
+    assert prim.replies() == list(range(1, sizes[0] + 1))
+    assert [os.pread(prim.fd, 4096, c * 4096) for c in (1, n)] == [bytes([1]) * 4096, bytes([n]) * 4096]
 
 
 def test_with_two_peers_an_answer_waits_for_both(d: str) -> None:

@@ -96,6 +96,17 @@ def test_serve_writes_acknowledges_and_stops_at_a_frame_it_does_not_take(pair) -
     os.close(rfd)
 
 
+def test_each_frame_is_acknowledged_on_its_own_once_written(pair) -> None:
+    """Pipelining: the Primary can answer its client for one batch while the next is written."""
+    primary, sock, d = pair
+    sec, enc = Secondary(d, sock), W.Encoder(FROM_PRIMARY, 6)
+    primary.sendall(frames(enc, [(W.WRITES, batch([(i * 4096, 4096)], i), 20 + i) for i in range(3)]))
+    out = sec.serve(budget=0.05)
+    assert out["ids"] == [20, 21, 22]
+    dec = W.Decoder(TO_PRIMARY, version=6)
+    assert [list(W.unpack_ids(f.payload)) for f in dec.feed(received(primary))] == [[20], [21], [22]]
+
+
 def test_a_write_batch_larger_than_a_read_is_taken_once_all_here(pair) -> None:
     primary, sock, d = pair
     sec, enc = Secondary(d, sock), W.Encoder(FROM_PRIMARY, 6)
