@@ -85,17 +85,19 @@ def links_to_serve(conn: NbdConnection) -> list[PeerLink] | None:
 
 
 def serve_read(conn: NbdConnection) -> None:
-    """Handle what a socket read brought: by the serve loop while the plain case holds (for at
-    most ``SERVE_BUDGET`` in all), by the Python paths otherwise and for whatever it hands back."""
+    """Handle what a socket read brought: by the serve loop while the plain case holds (waiting
+    for more for at most ``SERVE_BUDGET`` in all, and not at all while callbacks are ready or a
+    timer is due), by the Python paths otherwise and for whatever it hands back."""
     loop = conn.engine.loop
     until = loop.time() + SERVE_BUDGET
     while True:
         links = links_to_serve(conn) if _plain_write_first(conn) else None
-        left = min(until - loop.time(), serve_slack(loop, SERVE_BUDGET)) if links is not None else 0.0
-        if links is None or left <= 0:
+        if links is None:
             conn.process()
             return
-        why = serve(conn, links, left)
+        # with callbacks ready, a timer due or the budget spent: one pass over what is here
+        # (the loop takes it, and waits for nothing), which the Python paths would take slower
+        why = serve(conn, links, max(0.0, min(until - loop.time(), serve_slack(loop, SERVE_BUDGET))))
         if why == "error":
             return
         conn.process()  # a request the loop did not take, if any

@@ -173,6 +173,22 @@ def test_a_long_run_goes_as_near_equal_batches(prim: Primary, n: int, most: int,
     assert [os.pread(prim.fd, 4096, c * 4096) for c in (1, n)] == [bytes([1]) * 4096, bytes([n]) * 4096]
 
 
+def test_with_no_budget_it_takes_what_is_received_and_waits_for_nothing(prim: Primary) -> None:
+    """serve_read's pass while callbacks are ready: the writes already read are started (not
+    left to the slower Python path), nothing more is read, no acknowledgement awaited."""
+    here = write(1, 0, b"a" * 4096) + write(2, 4096, b"b" * 4096)
+    rx = prim.rx
+    rx.buf[rx.end : rx.end + len(here)] = here
+    rx.end += len(here)
+    prim.client.sendall(write(3, 8192, b"c" * 4096))  # in the socket, not read yet
+    out = prim.serve(budget=0.0)
+    assert out["why"] == "budget" and out["submitted"] == 2 and out["answered"] == 0
+    assert [f.id for f in prim.peers[0].frames()] == [100] and rx.start == rx.end
+    prim.peers[0].ack(100)
+    out = prim.serve()
+    assert out["submitted"] == 1 and prim.replies() == [1, 2]
+
+
 def test_with_two_peers_an_answer_waits_for_both(d: str) -> None:
     prim = Primary(d, npeers=2)
     try:
