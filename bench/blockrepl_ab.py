@@ -6,7 +6,7 @@ write path is judged by (docs/performance.md).
 
     .venv/bin/python bench/blockrepl_ab.py --a HASTACK_BLOCKREPL_WIRE_MAX=5 --b '' \\
         [--a-net congestionControl=cubic] [--b-net ...] \\
-        [--rw randwrite] [--bs 4k] [--depth 16] [--rounds 6] [--seconds 4]
+        [--protocol C] [--rw randwrite] [--bs 4k] [--depth 16] [--rounds 6] [--seconds 4]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--b", default="", help="environment of pair B")
     ap.add_argument("--a-net", default="", help="net options of pair A's configuration: name=value[,name=value]")
     ap.add_argument("--b-net", default="", help="net options of pair B's configuration")
+    ap.add_argument("--protocol", default="C", choices=["A", "B", "C"])
     ap.add_argument("--rw", default="randwrite")
     ap.add_argument("--bs", default="4k")
     ap.add_argument("--depth", type=int, default=16)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, spec, net in (("A", args.a, args.a_net), ("B", args.b, args.b_net)):
             (root / name).mkdir()
-            c = pairs[name] = Cluster(root / name, 2, size=size, protocol="C", net=_env(net))
+            c = pairs[name] = Cluster(root / name, 2, size=size, protocol=args.protocol, net=_env(net))
             for r in c.replicas:
                 r.env.update(_env(spec))
             c.start()

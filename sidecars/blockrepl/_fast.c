@@ -10,7 +10,7 @@
  *       -> (pos, seq, ids, extents, settled, failed)
  *   rx_acks(buf, start, end, type_a, type_b, seq, mac) -> (pos, seq, ids)
  *   serve_writes(sock, buf, start, end, ftype, seq, mac, size, fd, table, al_extent,
- *                ack_type, enc_seq, enc_mac, watch_fd, budget_s, max_frames)
+ *                ack_type, enc_seq, enc_mac, watch_fd, budget_s, max_frames, each)
  *       -> (start, end, seq, enc_seq, ids, extents, settled, failed, unsent, why)
  *
  * Nothing here decides policy: scan only frames NBD requests and groups runs of plain writes,
@@ -733,9 +733,10 @@ static PyObject *fast_serve_writes(PyObject *self, PyObject *args) {
     unsigned long long seq, size, al_extent, enc_seq;
     PyObject *mac, *table, *enc_mac;
     double budget;
-    if (!PyArg_ParseTuple(args, "iw*nnIKOKiO!KIKOidn", &sock, &view, &start, &end, &ftype, &seq, &mac, &size, &fd,
+    int each;
+    if (!PyArg_ParseTuple(args, "iw*nnIKOKiO!KIKOidnp", &sock, &view, &start, &end, &ftype, &seq, &mac, &size, &fd,
                           &PyDict_Type, &table, &al_extent, &ack_type, &enc_seq, &enc_mac, &watch, &budget,
-                          &max_frames))
+                          &max_frames, &each))
         return NULL;
     PyObject *result = NULL, *unsent = NULL;
     const char *why = "budget";
@@ -752,9 +753,11 @@ static PyObject *fast_serve_writes(PyObject *self, PyObject *args) {
     double deadline = now_s() + budget;
     for (;;) {
         Py_ssize_t before = PyList_GET_SIZE(t.ids);
-        /* one frame at a time, each acknowledged once written: the Primary answers its client
-         * for a batch while this replica writes the next (docs/blockrepl.md, "Pipelining") */
-        if (take_writes(b, &start, end, ftype, mac, size, fd, table, al_extent, &t, &seen, 1) < 0)
+        /* each: one frame at a time, each acknowledged once written, so the Primary answers its
+         * client for a batch while this replica writes the next (docs/blockrepl.md, "Pipelining");
+         * else one acknowledgement for what a read brought */
+        if (take_writes(b, &start, end, ftype, mac, size, fd, table, al_extent, &t, &seen, each ? 1 : PY_SSIZE_T_MAX) <
+            0)
             goto out;
         int took = PyList_GET_SIZE(t.ids) > before;
         if (took) {

@@ -14,7 +14,7 @@ import os
 import random
 import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from hastack_blockrepl import disk, fastpath, resync
@@ -38,12 +38,15 @@ SERVE_BUDGET = 0.002  # seconds a Secondary's serve may keep the event loop wait
 SERVE_FRAMES = 256
 
 
-def serve_slack(loop: asyncio.AbstractEventLoop, budget: float) -> float:
+def serve_slack(loop: asyncio.AbstractEventLoop, budget: float, own: Collection[object] = ()) -> float:
     """How long a serve may keep the event loop waiting now: nothing while callbacks wait to run
     (a spawned ``fdatasync`` for a FLUSH must not wait behind it), else until the loop's next
-    timer, at most ``budget``. asyncio's selector loop keeps both in fields of its own; a loop
+    timer, at most ``budget``. A transport in ``own`` — one the serve reads itself — that is
+    queued to read is not such a callback (one poll of the loop finds the client's and a peer's
+    socket readable together). asyncio's selector loop keeps both in fields of its own; a loop
     without them gets the budget."""
-    if getattr(loop, "_ready", None):
+    ready = getattr(loop, "_ready", None)
+    if ready and any(getattr(getattr(h, "_callback", None), "__self__", None) not in own for h in ready):
         return 0.0
     timers = getattr(loop, "_scheduled", None)
     if timers:
@@ -633,7 +636,8 @@ class PeerLink:
     def serve(self, budget: float = SERVE_BUDGET) -> str:
         """A Secondary's steady state without an event-loop turn per write batch: the compiled
         ``serve_writes`` reads the replication socket itself, takes the WRITES frames as
-        :meth:`take_writes` does and acknowledges each read's worth with one frame, until a frame
+        :meth:`take_writes` does and acknowledges each frame once written (protocols B and C:
+        the Primary answers one while the next is written; A: a read's worth in one), until a frame
         the parser must take arrives ("frame"), the event loop has anything else to do
         ("loop": it watches the loop's own poll descriptor), ``budget`` seconds pass or
         ``SERVE_FRAMES`` were taken ("budget"), the socket will take no more ("blocked"), a
@@ -648,6 +652,7 @@ class PeerLink:
             rx.start, rx.end, dec.seq, enc.seq, ids, exts, settled, failed, unsent, why = fastpath.serve_writes(
                 proto.q.sock.fileno(), rx.buf, rx.start, rx.end, W.WRITES, dec.seq, dec.mac, e.size, e.fd,
                 e.al.table(), AL_EXTENT, ack, enc.seq, enc.mac, loop_poll_fd(e.loop), budget, SERVE_FRAMES,
+                e.cfg.net.protocol != "A",  # each frame acknowledged once written: B and C wait for it
             )  # fmt: skip
         finally:
             proto.transport.resume_reading()

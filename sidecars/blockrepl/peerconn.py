@@ -138,7 +138,7 @@ class LinkProtocol(asyncio.BufferedProtocol):
         loop = self.node.engine.loop
         until = loop.time() + SERVE_BUDGET  # then timers get their turn, however the frames come
         while self.link is not None and self.link.may_serve():
-            seq, left = self.dec.seq, min(until - loop.time(), serve_slack(loop, SERVE_BUDGET))
+            seq, left = self.dec.seq, min(until - loop.time(), serve_slack(loop, SERVE_BUDGET, (self.transport,)))
             if left <= 0:
                 break
             why = self.link.serve(left)

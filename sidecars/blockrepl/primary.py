@@ -44,7 +44,8 @@ SERVE_BATCHES = 256
 # writes per WRITES frame at most (a longer run goes as near-equal frames): with a client's
 # window of 16 in one frame the client, this replica and its peers take turns; in frames of
 # up to 8, each peer acknowledges a frame once written and this replica answers it while the
-# peers write the next (docs/blockrepl.md, "Pipelining"; the environment variable: A/B runs)
+# peers write the next (docs/blockrepl.md, "Pipelining"; the environment variable: A/B runs).
+# Not under protocol A, whose answers wait for no peer.
 SERVE_SPLIT = int(os.environ.get("HASTACK_BLOCKREPL_SERVE_SPLIT", "8"))
 NO_PENDING = (1 << 64) - 1
 CONTINUE = ("frame", "foreign")  # a peer's frame the Python paths took: the loop may go on
@@ -97,7 +98,8 @@ def serve_read(conn: NbdConnection) -> None:
             return
         # with callbacks ready, a timer due or the budget spent: one pass over what is here
         # (the loop takes it, and waits for nothing), which the Python paths would take slower
-        why = serve(conn, links, max(0.0, min(until - loop.time(), serve_slack(loop, SERVE_BUDGET))))
+        own = [conn.transport, *(link.proto.transport for link in links if link.proto is not None)]
+        why = serve(conn, links, max(0.0, min(until - loop.time(), serve_slack(loop, SERVE_BUDGET, own))))
         if why == "error":
             return
         conn.process()  # a request the loop did not take, if any
@@ -143,9 +145,9 @@ def serve(conn: NbdConnection, links: list[PeerLink], budget: float) -> str:
         out = flight.serve(
             t.get_extra_info("socket").fileno(), rx.buf, rx.start, rx.end, conn, conn.structured,
             conn.max_in_flight, tuple(peers), e.size, e.fd, e.al.table(), AL_EXTENT, fastpath.MAX_WRITE,
-            SERVE_SPLIT, fastpath.MAX_BYTES, conn.in_flight, e.next_id, next(iter(e.pending), NO_PENDING),
-            W.ACK_RECVS, W.ACK_WRITES, e.protocol == "A" or ANSWER_EARLY, deadline, loop_poll_fd(e.loop), budget,
-            SERVE_BATCHES,
+            SERVE_SPLIT if e.protocol != "A" else fastpath.MAX_COUNT, fastpath.MAX_BYTES, conn.in_flight, e.next_id,
+            next(iter(e.pending), NO_PENDING), W.ACK_RECVS, W.ACK_WRITES, e.protocol == "A" or ANSWER_EARLY,
+            deadline, loop_poll_fd(e.loop), budget, SERVE_BATCHES,
         )  # fmt: skip
     except Exception as exc:  # an internal error (memory): what the loop did is not known here
         for tr in transports:

@@ -44,11 +44,13 @@ class Secondary:
         self.sock, self.dec, self.enc = sock, W.Decoder(FROM_PRIMARY, version=6), W.Encoder(TO_PRIMARY, 6)
         self.table = {x: 0 for x in range(SIZE // AL_EXTENT)}
 
-    def serve(self, watch: int = -1, budget: float = 0.5, max_frames: int = 256) -> dict[str, object]:
+    def serve(
+        self, watch: int = -1, budget: float = 0.5, max_frames: int = 256, each: bool = True
+    ) -> dict[str, object]:
         rx = self.dec.rx
         rx.start, rx.end, self.dec.seq, self.enc.seq, ids, exts, settled, failed, unsent, why = F.serve_writes(
             self.sock.fileno(), rx.buf, rx.start, rx.end, W.WRITES, self.dec.seq, self.dec.mac, SIZE, self.fd,
-            self.table, AL_EXTENT, W.ACK_WRITES, self.enc.seq, self.enc.mac, watch, budget, max_frames,
+            self.table, AL_EXTENT, W.ACK_WRITES, self.enc.seq, self.enc.mac, watch, budget, max_frames, each,
         )  # fmt: skip
         return {"ids": ids, "exts": exts, "settled": settled, "failed": failed, "unsent": unsent, "why": why}
 
@@ -96,15 +98,17 @@ def test_serve_writes_acknowledges_and_stops_at_a_frame_it_does_not_take(pair) -
     os.close(rfd)
 
 
-def test_each_frame_is_acknowledged_on_its_own_once_written(pair) -> None:
-    """Pipelining: the Primary can answer its client for one batch while the next is written."""
+@pytest.mark.parametrize(("each", "acks"), [(True, [[20], [21], [22]]), (False, [[20, 21, 22]])])
+def test_each_frame_is_acknowledged_on_its_own_once_written(pair, each: bool, acks: list[list[int]]) -> None:
+    """Pipelining (protocols B and C): the Primary can answer its client for one batch while the
+    next is written; under A (not each) a read's worth is acknowledged in one frame."""
     primary, sock, d = pair
     sec, enc = Secondary(d, sock), W.Encoder(FROM_PRIMARY, 6)
     primary.sendall(frames(enc, [(W.WRITES, batch([(i * 4096, 4096)], i), 20 + i) for i in range(3)]))
-    out = sec.serve(budget=0.05)
+    out = sec.serve(budget=0.05, each=each)
     assert out["ids"] == [20, 21, 22]
     dec = W.Decoder(TO_PRIMARY, version=6)
-    assert [list(W.unpack_ids(f.payload)) for f in dec.feed(received(primary))] == [[20], [21], [22]]
+    assert [list(W.unpack_ids(f.payload)) for f in dec.feed(received(primary))] == acks
 
 
 def test_a_write_batch_larger_than_a_read_is_taken_once_all_here(pair) -> None:
@@ -184,5 +188,25 @@ def test_serve_never_keeps_ready_callbacks_or_a_due_timer_waiting() -> None:
         handle.cancel()
         loop.call_soon(lambda: None)
         assert serve_slack(loop, 0.002) == 0.0
+
+    asyncio.run(main())
+
+
+def test_a_served_socket_queued_to_read_does_not_count_as_a_waiting_callback() -> None:
+    """One poll of the event loop finds the client's and a peer's socket readable together: the
+    second's read is queued while the first is handled, and the serve reads that socket itself."""
+
+    class Transport:
+        def _read_ready(self) -> None:
+            pass
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = Transport(), Transport()
+        loop.call_soon(ours._read_ready)
+        assert serve_slack(loop, 0.002, [ours]) == 0.002
+        assert serve_slack(loop, 0.002) == 0.0
+        loop.call_soon(theirs._read_ready)
+        assert serve_slack(loop, 0.002, [ours]) == 0.0
 
     asyncio.run(main())
