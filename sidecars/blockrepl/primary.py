@@ -21,6 +21,7 @@ acknowledgements, a failed local write) first hands the flight's writes to ``pen
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -98,8 +99,8 @@ def serve_read(conn: NbdConnection) -> None:
             return
         # with callbacks ready, a timer due or the budget spent: one pass over what is here
         # (the loop takes it, and waits for nothing), which the Python paths would take slower
-        own = [conn.transport, *(link.proto.transport for link in links if link.proto is not None)]
-        why = serve(conn, links, max(0.0, min(until - loop.time(), serve_slack(loop, SERVE_BUDGET, own))))
+        slack = serve_slack(loop, SERVE_BUDGET, _served_transports(conn, links))
+        why = serve(conn, links, max(0.0, min(until - loop.time(), slack)))
         if why == "error":
             return
         conn.process()  # a request the loop did not take, if any
@@ -109,6 +110,12 @@ def serve_read(conn: NbdConnection) -> None:
                 proto.handle_read()  # the frame that stopped it, if any
         if why not in CONTINUE:
             return
+
+
+def _served_transports(conn: NbdConnection, links: list[PeerLink]) -> list[asyncio.Transport]:
+    """The transports whose sockets the loop reads itself: the client's and its peers'."""
+    peers = [link.proto.transport for link in links if link.proto is not None and link.proto.transport is not None]
+    return [t for t in (conn.transport, *peers) if t is not None]
 
 
 def _plain_write_first(conn: NbdConnection) -> bool:
@@ -137,7 +144,7 @@ def serve(conn: NbdConnection, links: list[PeerLink], budget: float) -> str:
             (proto.q.sock.fileno(), drx.buf, drx.start, drx.end, proto.dec.seq, proto.dec.mac, proto.enc.seq,
              proto.enc.mac, e.peer_bits[link.node_id])
         )  # fmt: skip
-    transports = [t] + [p.transport for p in protos if p is not None and p.transport is not None]
+    transports = _served_transports(conn, links)
     deadline = e.gate.deadline_at if e.gate.deadline_at is not None else math.inf
     for tr in transports:
         tr.pause_reading()
